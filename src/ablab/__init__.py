@@ -1,0 +1,3 @@
+"""ablab: disciplined research on tiny language models."""
+
+__version__ = "0.1.0"

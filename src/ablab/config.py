@@ -1,0 +1,393 @@
+"""Typed run configuration: sections, TOML loading, `section.key=value` overrides, hash and diff.
+
+This module knows nothing of torch. Every field has a comment saying what it means; validation runs
+when a config is built, so an impossible config never reaches training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ablab.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def cosmetic(default: Any) -> Any:
+    """A field that does not change what a run computes; it is left out of the config hash."""
+    return field(default=default, metadata={"cosmetic": True})
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 128  # residual stream width
+    n_layers: int = 4  # transformer blocks
+    n_heads: int = 4  # attention heads; d_model must divide evenly
+    d_ff: int = 512  # hidden width of the MLP (per branch for SwiGLU)
+    norm: Literal["rmsnorm", "layernorm", "none"] = "rmsnorm"
+    norm_position: Literal["pre", "post"] = "pre"  # norm before each sublayer, or after the residual add
+    positions: Literal["rope", "learned", "none"] = "rope"
+    mlp: Literal["swiglu", "gelu", "relu2"] = "swiglu"
+    qk_norm: bool = False  # RMS-normalise queries and keys per head before attention
+    tie_embeddings: bool = False  # output head shares the token embedding matrix
+    rope_base: float = 10000.0  # rotary frequency base
+    dropout: float = 0.0  # dropout on attention and residual branches
+    prores_steps: int = 0  # ProRes residual warmup T_w: branch l scaled by clip(t/(l*T_w),0,1); 0 = off
+    layernorm_scaling: bool = False  # scale each sublayer's norm output by 1/sqrt(layer index)
+    activation_checkpointing: bool = False  # recompute block activations in backward to save memory
+    init_std: float = 0.02  # std of the normal init; output projections use init_std/sqrt(2*n_layers)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["muon", "adamw"] = "muon"  # muon: Muon on hidden matrices + AdamW on the rest
+    lr: float = 0.02  # hidden 2-D matrices (Muon's lr); with name="adamw", every parameter's lr
+    adamw_lr: float = 0.006  # with Muon: the AdamW group (embeddings, output head, norm gains)
+    momentum: float = 0.95  # Muon momentum
+    nesterov: bool = True  # Nesterov momentum in Muon
+    ns_steps: int = 5  # Newton-Schulz iterations that orthogonalise Muon's update
+    beta1: float = 0.9  # AdamW
+    beta2: float = 0.95  # AdamW
+    eps: float = 1e-8  # AdamW
+    weight_decay: float = 0.0  # decoupled weight decay on hidden matrices
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
+    warmup_steps: int = 50  # linear warmup from 0
+    min_lr_ratio: float = 0.1  # final lr as a fraction of peak (cosine, linear, wsd)
+    decay_fraction: float = 0.2  # wsd: fraction of training spent decaying at the end
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "tiny-shakespeare"  # a corpus name, or a path to a .txt, a folder of .txt, or a .jsonl
+    tokenizer: Literal["char", "byte", "bpe"] = "char"
+    vocab_size: int = 4096  # bpe only: vocabulary size to train
+    text_field: str = "text"  # jsonl only: the field holding each document's text
+    val_fraction: float = 0.1  # held out for validation when the corpus has no validation split
+    seq_len: int = 256  # tokens per training sequence
+    batch_size: int = 32  # sequences per micro-batch
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # stop after this many optimizer steps; 0 = no step limit
+    max_tokens: int = 0  # stop after this many training tokens; 0 = no token limit
+    max_seconds: float = 0.0  # stop after this much training wall-clock; 0 = no time limit
+    grad_accum: int = 1  # micro-batches per optimizer step
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False  # torch.compile the model
+    spike_factor: float = 3.0  # a train loss above this many times the running median is a spike event
+    peak_flops: float = 0.0  # FLOP/s that MFU is measured against; 0 = measure this machine's matmul peak
+    threads: int = cosmetic(0)  # torch CPU threads; 0 = torch's default
+    log_every: int = cosmetic(10)  # steps between train-metric records
+    checkpoint_every: int = cosmetic(250)  # steps between checkpoints; one is always written at the end
+    keep_checkpoints: int = cosmetic(2)  # newest checkpoints kept on disk
+
+
+@dataclass
+class EvalConfig:
+    every: int = 250  # steps between validation evaluations; 0 = only at the end
+    tokens: int = 32768  # validation tokens per evaluation, in fixed evenly spaced windows
+
+
+@dataclass
+class Config:
+    name: str = cosmetic("")  # run name; cosmetic
+    seed: int = 0  # seeds init, batches and dropout
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.data.batch_size * self.data.seq_len * self.train.grad_accum
+
+
+SECTION_TYPES = {
+    "model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+    "data": DataConfig, "train": TrainConfig, "eval": EvalConfig,
+}
+
+
+def _closest(word: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(key: str, value: Any, typ: Any) -> Any:
+    """Turn `value` (a TOML value or a command-line string) into `typ`, or raise ConfigError."""
+    if typing.get_origin(typ) is Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(map(repr, choices))}, not {value!r}.{_closest(str(value), choices)}"
+            )
+        return value
+    from_text = isinstance(value, str)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if from_text and value.lower() in ("true", "yes", "1", "on"):
+                return True
+            if from_text and value.lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value.replace("_", "")) if from_text else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            return int(number)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value.replace("_", "") if from_text else value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (ValueError, TypeError):
+        pass
+    raise ConfigError(f"{key} must be {_type_name(typ)}, not {value!r}; write it as e.g. {_example(typ)}.")
+
+
+def _type_name(typ: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(typ, str(typ))
+
+
+def _example(typ: Any) -> str:
+    return {bool: "true", int: "1000", float: "0.02", str: "'text'"}.get(typ, "?")
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
+    """Build a Config from nested dicts (as read from TOML or JSON), rejecting unknown keys."""
+    kwargs: dict[str, Any] = {}
+    top_types = _field_types(Config)
+    for key, value in raw.items():
+        if key in SECTION_TYPES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"In {where}, [{key}] must be a table of settings, not {value!r}.")
+            kwargs[key] = _section_from_dict(key, value, where)
+        elif key in top_types:
+            kwargs[key] = coerce(key, value, top_types[key])
+        else:
+            raise ConfigError(f"In {where}, '{key}' is not a config key.{_closest(key, top_types)}")
+    return Config(**kwargs)
+
+
+def _section_from_dict(section: str, raw: dict[str, Any], where: str) -> Any:
+    cls = SECTION_TYPES[section]
+    types = _field_types(cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in types:
+            options = [f"{section}.{k}" for k in types]
+            raise ConfigError(f"In {where}, '{section}.{key}' is not a config key.{_closest(f'{section}.{key}', options)}")
+        values[key] = coerce(f"{section}.{key}", value, types[key])
+    return cls(**values)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a config from a TOML file or preset name (None = defaults), then apply overrides."""
+    raw: dict[str, Any] = {}
+    where = "the default config"
+    if path is not None:
+        file = resolve_config_path(path)
+        where = str(file)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{file} is not valid TOML ({err}); fix the line it names.") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file} is not UTF-8 text; save it as UTF-8 TOML.") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_nested(raw, key, value)
+    return from_dict(raw, where)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    file = Path(path)
+    if file.is_file():
+        return file
+    preset = PRESETS_DIR / f"{path}.toml"
+    if preset.is_file():
+        return preset
+    names = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+    raise ConfigError(
+        f"Config '{path}' is neither a file nor a preset; give a TOML path or one of: {', '.join(names)}."
+    )
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override '{item}' is not of the form section.key=value, e.g. model.d_model=256.")
+    key = key.strip()
+    known = set(flat_keys())
+    if key not in known:
+        raise ConfigError(f"'{key}' is not a config key.{_closest(key, known)}")
+    return key, value.strip()
+
+
+def _set_nested(raw: dict[str, Any], key: str, value: Any) -> None:
+    section, _, name = key.rpartition(".")
+    target = raw.setdefault(section, {}) if section else raw
+    target[name] = value
+
+
+def flat_keys() -> list[str]:
+    return list(flatten(Config()).keys())
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted keys to values: {'model.d_model': 128, ..., 'seed': 0}."""
+    flat: dict[str, Any] = {}
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def cosmetic_keys() -> set[str]:
+    keys = {f.name for f in dataclasses.fields(Config) if f.metadata.get("cosmetic")}
+    for section, cls in SECTION_TYPES.items():
+        keys |= {f"{section}.{f.name}" for f in dataclasses.fields(cls) if f.metadata.get("cosmetic")}
+    return keys
+
+
+def canonical_json(cfg: Config) -> str:
+    """The config as JSON with sorted keys and no whitespace: equal configs give equal text."""
+    return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(cfg: Config) -> str:
+    """A stable 16-hex-digit hash of everything that changes what a run computes."""
+    kept = {k: v for k, v in flatten(cfg).items() if k not in cosmetic_keys()}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
+    """The keys whose values differ, as (dotted key, value in a, value in b), in key order."""
+    fa, fb = flatten(a), flatten(b)
+    return [(k, fa[k], fb[k]) for k in fa if fa[k] != fb[k]]
+
+
+def replace(cfg: Config, changes: dict[str, Any]) -> Config:
+    """A copy of `cfg` with dotted keys set (values coerced and validated like overrides)."""
+    raw = to_dict(cfg)
+    for key, value in changes.items():
+        if key not in raw and key.partition(".")[0] not in SECTION_TYPES:
+            raise ConfigError(f"'{key}' is not a config key.{_closest(key, flat_keys())}")
+        _set_nested(raw, key, value)
+    return from_dict(raw)
+
+
+def validate(cfg: Config) -> None:
+    """Reject combinations that cannot train, each with a sentence naming the fix."""
+    m, d, t, o, s, e = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.schedule, cfg.eval
+    positive = {
+        "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
+        "model.d_ff": m.d_ff, "data.seq_len": d.seq_len, "data.batch_size": d.batch_size,
+        "train.grad_accum": t.grad_accum, "train.log_every": t.log_every,
+        "train.checkpoint_every": t.checkpoint_every, "train.keep_checkpoints": t.keep_checkpoints,
+        "optim.ns_steps": o.ns_steps, "eval.tokens": e.tokens,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, not {value}.")
+    non_negative = {
+        "train.max_steps": t.max_steps, "train.max_tokens": t.max_tokens, "train.max_seconds": t.max_seconds,
+        "schedule.warmup_steps": s.warmup_steps, "eval.every": e.every, "model.prores_steps": m.prores_steps,
+        "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.threads": t.threads,
+        "train.peak_flops": t.peak_flops,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be zero or positive, not {value}.")
+    if m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model ({m.d_model}) is not divisible by model.n_heads ({m.n_heads}); "
+            f"pick n_heads that divides d_model, e.g. {_divisor_near(m.d_model, m.n_heads)}."
+        )
+    if m.positions == "rope" and (m.d_model // m.n_heads) % 2:
+        raise ConfigError(
+            f"Rotary positions need an even head size, but d_model/n_heads = {m.d_model // m.n_heads}; "
+            "change model.n_heads or model.d_model."
+        )
+    if not 0 <= m.dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), not {m.dropout}.")
+    if m.layernorm_scaling and m.norm == "none":
+        raise ConfigError("model.layernorm_scaling scales a norm's output, so it needs model.norm other than 'none'.")
+    if t.max_steps == 0 and t.max_tokens == 0 and t.max_seconds == 0:
+        raise ConfigError("No stopping rule: set train.max_steps, train.max_tokens or train.max_seconds above 0.")
+    if not 0 <= s.min_lr_ratio <= 1:
+        raise ConfigError(f"schedule.min_lr_ratio must be between 0 and 1, not {s.min_lr_ratio}.")
+    if not 0 < s.decay_fraction <= 1:
+        raise ConfigError(f"schedule.decay_fraction must be in (0, 1], not {s.decay_fraction}.")
+    if not 0 < d.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, not {d.val_fraction}.")
+    if d.tokenizer == "bpe" and not 257 <= d.vocab_size <= 1_000_000:
+        raise ConfigError(f"data.vocab_size for BPE must be between 257 and 1,000,000, not {d.vocab_size}.")
+    if o.lr <= 0 or o.adamw_lr <= 0:
+        raise ConfigError("optim.lr and optim.adamw_lr must be positive.")
+    if not 0 <= o.momentum < 1 or not 0 <= o.beta1 < 1 or not 0 <= o.beta2 < 1:
+        raise ConfigError("optim.momentum, optim.beta1 and optim.beta2 must be in [0, 1).")
+    if t.spike_factor <= 1:
+        raise ConfigError(f"train.spike_factor must be above 1, not {t.spike_factor}.")
+
+
+def _divisor_near(n: int, target: int) -> int:
+    divisors = [k for k in range(1, n + 1) if n % k == 0]
+    return min(divisors, key=lambda k: (abs(k - target), k))
+
+
+def save_toml(cfg: Config) -> str:
+    """The config as TOML text, one table per section (for `ablab init` and baselines)."""
+    lines = [f"name = {json.dumps(cfg.name)}", f"seed = {cfg.seed}", ""]
+    for section in SECTION_TYPES:
+        lines.append(f"[{section}]")
+        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
