@@ -1,0 +1,191 @@
+"""A decoder-only transformer: pre-norm RMSNorm, rotary positions, SwiGLU, causal SDPA, no biases.
+
+Every option a research plan ablates is a field of ModelConfig: norm kind and position, positions,
+MLP kind, QK-norm, tied embeddings, ProRes residual warmup, LayerNorm scaling, checkpointing.
+Single device, no I/O, no logging.
+
+Initialisation: every Linear and Embedding weight ~ N(0, init_std); the two projections that write
+into the residual stream (attention output, MLP down) use init_std / sqrt(2 * n_layers), as GPT-2
+does, so the residual stream's variance does not grow with depth. Norm gains start at one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ablab.config import ModelConfig
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=1e-6)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, bias=False)
+    return nn.Identity()
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (seq_len, head_dim // 2) for rotating (first half, second half) pairs."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, nh, T, hs); cos, sin: (T, hs/2)
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.rotary = cfg.positions == "rope"
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary:
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.kind = cfg.mlp
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False) if cfg.mlp == "swiglu" else None
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "swiglu":
+            h = F.silu(self.gate(x)) * self.up(x)
+        elif self.kind == "gelu":
+            h = F.gelu(self.up(x))
+        else:  # relu2: squared ReLU
+            h = F.relu(self.up(x)).square()
+        return self.down(h)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.pre_norm = cfg.norm_position == "pre"
+        self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
+        self.attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        # LayerNorm scaling (1/sqrt(l), 1-based l) damps the deeper layers' contributions.
+        self.norm_scale = 1.0 / math.sqrt(layer) if cfg.layernorm_scaling else 1.0
+
+    def forward(self, x, cos, sin, alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
+        # alpha is the ProRes residual-branch scale of this layer at this step (1.0 when off).
+        if self.pre_norm:
+            x = x + alpha * self.drop(self.attn(self.norm1(x) * self.norm_scale, cos, sin))
+            return x + alpha * self.drop(self.mlp(self.norm2(x) * self.norm_scale))
+        x = self.norm1(x + alpha * self.drop(self.attn(x, cos, sin))) * self.norm_scale
+        return self.norm2(x + alpha * self.drop(self.mlp(x))) * self.norm_scale
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int):
+        super().__init__()
+        self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
+        self.wte = nn.Embedding(vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(seq_len, cfg.d_model) if cfg.positions == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(1, cfg.n_layers + 1))
+        # A post-norm stack already ends in a norm; a pre-norm stack needs one before the head.
+        self.norm_f = make_norm(cfg.norm, cfg.d_model) if cfg.norm_position == "pre" else nn.Identity()
+        self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.wte.weight
+        cos, sin = rotary_tables(seq_len, cfg.d_model // cfg.n_heads, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, std=out_std)
+            nn.init.normal_(block.mlp.down.weight, std=out_std)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+
+    def residual_scales(self, step: int | None) -> list[float]:
+        """ProRes: alpha(l, t) = clip(t / (l * T_w), 0, 1) for 1-based layer l; all ones when off."""
+        T_w = self.cfg.prores_steps
+        if T_w == 0 or step is None:
+            return [1.0] * self.cfg.n_layers
+        return [min(max(step / (layer * T_w), 0.0), 1.0) for layer in range(1, self.cfg.n_layers + 1)]
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, step: int | None = None):
+        """Logits (B, T, vocab), or the mean cross-entropy when targets are given. `step` drives ProRes."""
+        B, T = idx.shape
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        x = self.drop(x)
+        for block, alpha in zip(self.blocks, self.residual_scales(step)):
+            if self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, self.rope_cos, self.rope_sin, alpha, use_reentrant=False)
+            else:
+                x = block(x, self.rope_cos, self.rope_sin, alpha)
+        logits = self.head(self.norm_f(x))  # (B, T, vocab)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def n_params(self, non_embedding: bool = False) -> int:
+        """Parameters counted once each; non_embedding leaves out the token and position embeddings
+        (Kaplan et al.'s N). An untied output head is counted in both."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.wte.weight.numel()
+            if self.wpe is not None:
+                total -= self.wpe.weight.numel()
+        return total
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6 * (parameters used in matmuls, output head included)
+        + the attention term 12 * n_layers * d_model * seq_len (as in the PaLM / nanoGPT MFU)."""
+        matmul_params = self.n_params(non_embedding=True)
+        if self.cfg.tie_embeddings:
+            matmul_params += self.wte.weight.numel()
+        return 6 * matmul_params + 12 * self.cfg.n_layers * self.cfg.d_model * self.seq_len
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T); temperature 0 means greedy."""
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -self.seq_len:])[:, -1, :].float()
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat((idx, next_id), dim=1)
+        return idx

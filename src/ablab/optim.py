@@ -1,0 +1,154 @@
+"""Optimizers and learning-rate schedules.
+
+Muon (momentum orthogonalised by a Newton-Schulz iteration, Nesterov) updates the 2-D hidden
+matrices; AdamW updates embeddings, the output head and norm gains. Both live in one
+`CombinedOptimizer` with one state dict and per-group learning rates, so checkpoints and schedules
+treat them as a single optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ablab.config import OptimConfig, ScheduleConfig
+
+# Quintic Newton-Schulz coefficients chosen (Jordan et al., 2024) to push singular values towards 1
+# in few iterations, trading exact convergence for speed.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(G: torch.Tensor, steps: int) -> torch.Tensor:
+    """Approximate U V^T of G = U S V^T for a (..., rows, cols) batch of matrices."""
+    a, b, c = NS_COEFFS
+    X = G.bfloat16() if G.is_cuda else G.float()
+    transposed = X.size(-2) > X.size(-1)
+    if transposed:
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    if transposed:
+        X = X.mT
+    return X.to(G.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for 2-D weights. A group's `splits` > 1 orthogonalises a fused matrix (e.g. q, k, v
+    stacked by rows) as that many separate blocks, as if they were separate parameters."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.95, nesterov: bool = True,
+                 ns_steps: int = 5, weight_decay: float = 0.0):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                        weight_decay=weight_decay, splits=1)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                k = group["splits"]
+                blocks = g.view(k, g.size(0) // k, g.size(1))
+                update = orthogonalize(blocks, group["ns_steps"]).view_as(p)
+                # Scale so the update's RMS does not depend on the matrix's aspect ratio.
+                scale = max(1.0, blocks.size(1) / blocks.size(2)) ** 0.5
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+class CombinedOptimizer:
+    """Several torch optimizers stepped together, exposed as one: param_groups, step, zero_grad,
+    and a single state dict keyed by the inner optimizer's name."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+def split_parameters(model: nn.Module) -> tuple[list, list, list]:
+    """(fused qkv matrices, other hidden 2-D matrices, everything else) of a GPT."""
+    qkv, matrices, rest = [], [], []
+    hidden = {id(p) for block in model.blocks for p in block.parameters() if p.ndim == 2}
+    for name, p in model.named_parameters():
+        if id(p) not in hidden:
+            rest.append(p)
+        elif name.endswith("attn.qkv.weight"):
+            qkv.append(p)
+        else:
+            matrices.append(p)
+    return qkv, matrices, rest
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> CombinedOptimizer:
+    """Muon + AdamW (cfg.name == 'muon') or AdamW alone, with a `peak_lr` on every group."""
+    qkv, matrices, rest = split_parameters(model)
+    adam_kwargs = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    # Fused AdamW is the fastest CUDA path; foreach is torch's fast multi-tensor path on CPU.
+    adam_kwargs |= {"fused": True} if device_type == "cuda" else {"foreach": True}
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    if cfg.name == "muon":
+        muon_groups = [{"params": ps, "splits": k} for ps, k in ((qkv, 3), (matrices, 1)) if ps]
+        optimizers["muon"] = Muon(muon_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                  ns_steps=cfg.ns_steps, weight_decay=cfg.weight_decay)
+        optimizers["adamw"] = torch.optim.AdamW(
+            [{"params": rest, "weight_decay": 0.0}], lr=cfg.adamw_lr, **adam_kwargs)
+    else:
+        groups = [{"params": qkv + matrices, "weight_decay": cfg.weight_decay},
+                  {"params": rest, "weight_decay": 0.0}]
+        optimizers["adamw"] = torch.optim.AdamW(groups, lr=cfg.lr, **adam_kwargs)
+    combined = CombinedOptimizer(optimizers)
+    for group in combined.param_groups:
+        group["peak_lr"] = group["lr"]
+    return combined
+
+
+def lr_factor(cfg: ScheduleConfig, step: int, progress: float) -> float:
+    """Multiplier of each group's peak lr at optimizer step `step` (0-based), where `progress` in
+    [0, 1] is the fraction of the run's budget (steps, tokens or seconds) already used."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    p, floor = min(max(progress, 0.0), 1.0), cfg.min_lr_ratio
+    if cfg.name == "constant":
+        decay = 1.0
+    elif cfg.name == "cosine":
+        decay = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+    elif cfg.name == "linear":
+        decay = 1 - (1 - floor) * p
+    else:  # wsd: stable at peak, then a linear decay over the last decay_fraction of the budget
+        start = 1 - cfg.decay_fraction
+        decay = 1.0 if p < start else 1 - (1 - floor) * (p - start) / cfg.decay_fraction
+    return warmup * decay
+
+
+def set_lr(optimizer: CombinedOptimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * factor

@@ -1,0 +1,280 @@
+"""The training loop: one run from config (or from its last checkpoint) to a finished record.
+
+Stops at max_steps, max_tokens or max_seconds, whichever comes first. A NaN or inf loss ends the
+run as `diverged`; SIGINT or SIGTERM writes a checkpoint and ends it as `interrupted`; a resumed run
+continues bitwise where the checkpoint left it (batches are keyed by (seed, step), RNG state is
+restored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ablab import checkpoint, hardware
+from ablab.config import Config
+from ablab.data import BatchSampler, prepare_data, val_batches
+from ablab.model import GPT
+from ablab.optim import build_optimizer, lr_factor, set_lr
+from ablab.record import RunRecord, now_iso
+
+SPIKE_WINDOW = 50  # steps in the running median a loss spike is measured against
+SPIKE_MIN_HISTORY = 10
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    status: str  # finished | diverged | interrupted
+    result: dict
+
+
+ProgressFn = Callable[[int, dict | None], None]  # (step, metrics row or None)
+
+
+def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None) -> Outcome:
+    record = RunRecord.create(lab, cfg)
+    return Training(cfg, record, resume=False).run(progress)
+
+
+def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None) -> Outcome:
+    record = RunRecord.open(lab, run_id)
+    return Training(record.config(), record, resume=True).run(progress)
+
+
+class Training:
+    def __init__(self, cfg: Config, record: RunRecord, resume: bool):
+        self.cfg, self.record = cfg, record
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = hardware.pick_device(cfg.train.device)
+        self.autocast = hardware.autocast_dtype(self.device, cfg.train.precision)
+        self.data = prepare_data(cfg.data)
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(cfg.model, self.data.tokenizer.vocab_size, cfg.data.seq_len).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
+        self.sampler = BatchSampler(self.data.train, cfg.data.seq_len, cfg.data.batch_size, cfg.seed)
+        self.val = list(val_batches(self.data.val, cfg.data.seq_len, cfg.eval.tokens, cfg.data.batch_size))
+        self.loop = checkpoint.LoopState()
+        if resume:
+            self._restore()
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type)
+        self.stop_signal: str | None = None
+        self.wall_start = time.perf_counter()
+
+    def _restore(self) -> None:
+        path, skipped = checkpoint.latest_valid(self.record.checkpoints_dir)
+        for bad, reason in skipped:
+            self.record.log_event("corrupt_checkpoint", int(bad.name.split("-")[1]),
+                                  f"skipped {bad.name}: {reason}")
+        if path is None:
+            self.record.log_event("resume", 0, "no intact checkpoint; starting from step 0")
+            self.record.truncate_metrics(after_step=0)
+            return
+        self.loop = checkpoint.load(path, self.model, self.optimizer)
+        self.record.truncate_metrics(after_step=self.loop.step)
+        self.record.log_event("resume", self.loop.step, f"resumed from {path.name}")
+
+    # -- budget ---------------------------------------------------------------------------------
+    def progress_fraction(self) -> float:
+        """Fraction of the budget used: the largest of steps, tokens and seconds against their limits."""
+        t, loop = self.cfg.train, self.loop
+        parts = [loop.step / t.max_steps if t.max_steps else 0.0,
+                 loop.tokens_seen / t.max_tokens if t.max_tokens else 0.0,
+                 loop.train_seconds / t.max_seconds if t.max_seconds else 0.0]
+        return max(parts)
+
+    def stop_reason(self) -> str | None:
+        t, loop = self.cfg.train, self.loop
+        if t.max_steps and loop.step >= t.max_steps:
+            return "max_steps"
+        if t.max_tokens and loop.tokens_seen + self.cfg.tokens_per_step > t.max_tokens:
+            return "max_tokens"
+        if t.max_seconds and loop.train_seconds >= t.max_seconds:
+            return "max_seconds"
+        return None
+
+    def total_steps_estimate(self) -> int | None:
+        t = self.cfg.train
+        limits = [t.max_steps] if t.max_steps else []
+        if t.max_tokens:
+            limits.append(t.max_tokens // self.cfg.tokens_per_step)
+        return min(limits) if limits else None
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step over grad_accum micro-batches; returns (loss, grad norm before clipping)."""
+        step, accum = self.loop.step, self.cfg.train.grad_accum
+        set_lr(self.optimizer, lr_factor(self.cfg.schedule, step, self.progress_fraction()))
+        total = 0.0
+        for micro in range(accum):
+            x, y = self.sampler.batch(step, micro)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._autocast():
+                loss = self.forward(x, y, step) / accum
+            loss.backward()
+            total += loss.item()
+        clip = self.cfg.optim.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        if math.isfinite(total) and math.isfinite(grad_norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        losses = []
+        for x, y in self.val:
+            with self._autocast():
+                losses.append(self.forward(x.to(self.device), y.to(self.device)).item())
+        self.model.train()
+        val_loss = sum(losses) / len(losses)
+        meta = self.data.meta
+        bits_per_byte = val_loss / math.log(2) * meta["n_val_tokens"] / meta["val_bytes"]
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_bpb": bits_per_byte}
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, progress: ProgressFn | None = None) -> Outcome:
+        progress = progress or (lambda step, row: None)
+        self.record.update_result(status="running", started_at=self.record.result().get("started_at", now_iso()),
+                                  **self.static_facts())
+        hardware.reset_peak_memory(self.device)
+        self.model.train()
+        window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+        if self.loop.step == 0 and self.cfg.eval.every:
+            self._log_row({}, self.evaluate(), progress)
+        with _stop_signals(self):
+            reason = self.stop_reason()
+            while reason is None:
+                reason = self._one_step(window, progress)
+        return self.finish(reason, progress)
+
+    def _one_step(self, window: dict, progress: ProgressFn) -> str | None:
+        """Train one step and do what falls due after it; returns a stop reason or None."""
+        started = time.perf_counter()
+        loss, grad_norm = self.train_step()
+        seconds = time.perf_counter() - started
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.record.log_event("diverged", self.loop.step, f"non-finite loss {loss} or grad norm {grad_norm}",
+                                  loss=repr(loss), grad_norm=repr(grad_norm))
+            return "diverged"
+        loop = self.loop
+        self._check_spike(loss)
+        loop.step += 1
+        loop.tokens_seen += self.cfg.tokens_per_step
+        loop.train_seconds += seconds
+        window["loss"] += loss
+        window["steps"] += 1
+        window["tokens"] += self.cfg.tokens_per_step
+        window["seconds"] += seconds
+        reason = self.stop_reason() or ("interrupted" if self.stop_signal else None)
+        eval_due = self.cfg.eval.every and loop.step % self.cfg.eval.every == 0 and reason is None
+        if loop.step % self.cfg.train.log_every == 0 or eval_due:
+            train_row = self._train_row(window, grad_norm)
+            self._log_row(train_row, self.evaluate() if eval_due else {}, progress)
+            window.update(loss=0.0, steps=0, tokens=0, seconds=0.0)
+        else:
+            progress(loop.step, None)
+        if loop.step % self.cfg.train.checkpoint_every == 0 and reason is None:
+            self.save_checkpoint()
+        return reason
+
+    def _train_row(self, window: dict, grad_norm: float) -> dict:
+        tokens_per_s = window["tokens"] / window["seconds"] if window["seconds"] else 0.0
+        lrs = {f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizer.optimizers.items()}
+        return {"train_loss": window["loss"] / window["steps"], "grad_norm": grad_norm, **lrs,
+                "tokens_per_s": tokens_per_s,
+                "mfu": self.model.flops_per_token() * tokens_per_s / self.peak_flops,
+                "peak_memory_mb": hardware.peak_memory_mb(self.device)}
+
+    def _log_row(self, train_row: dict, val_row: dict, progress: ProgressFn) -> None:
+        loop = self.loop
+        row = {"step": loop.step, "tokens": loop.tokens_seen, "elapsed": round(loop.train_seconds, 4),
+               **train_row, **val_row}
+        if "val_loss" in val_row and val_row["val_loss"] < loop.best_val_loss:
+            loop.best_val_loss, loop.best_val_step = val_row["val_loss"], loop.step
+        self.record.log_metrics(row)
+        self.record.log_line(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+        progress(loop.step, row)
+
+    def _check_spike(self, loss: float) -> None:
+        recent = self.loop.recent_losses
+        if len(recent) >= SPIKE_MIN_HISTORY:
+            median = statistics.median(recent)
+            if loss > self.cfg.train.spike_factor * median:
+                self.record.log_event("loss_spike", self.loop.step,
+                                      f"loss {loss:.4f} is above {self.cfg.train.spike_factor} x median {median:.4f}",
+                                      loss=loss, median=median)
+        recent.append(loss)
+        del recent[:-SPIKE_WINDOW]
+
+    def save_checkpoint(self) -> Path:
+        return checkpoint.save(self.record.checkpoints_dir, self.model, self.optimizer, self.loop,
+                               self.cfg.train.keep_checkpoints)
+
+    def finish(self, reason: str, progress: ProgressFn) -> Outcome:
+        status = {"diverged": "diverged", "interrupted": "interrupted"}.get(reason, "finished")
+        final = self.evaluate() if status == "finished" else {}
+        if final:
+            self._log_row({}, final, progress)
+        if status != "diverged":
+            self.save_checkpoint()
+        if status == "interrupted":
+            self.record.log_event("interrupted", self.loop.step, f"stopped by {self.stop_signal}; resumable")
+        result = self.record.update_result(
+            status=status, stop_reason=reason, finished_at=now_iso(), **self.summary(final))
+        self.record.log_line(f"run {self.record.run_id} {status} ({reason}) at step {self.loop.step}")
+        return Outcome(self.record.run_id, status, result)
+
+    def static_facts(self) -> dict:
+        return {"params": self.model.n_params(), "non_embedding_params": self.model.n_params(non_embedding=True),
+                "flops_per_token": self.model.flops_per_token(), "vocab_size": self.data.tokenizer.vocab_size,
+                "data": self.data.meta, "data_fingerprint": self.data.fingerprint,
+                "tokenizer_fingerprint": self.data.tokenizer.fingerprint, "hardware": hardware.describe(self.device),
+                "peak_flops": self.peak_flops, "tokens_per_step": self.cfg.tokens_per_step}
+
+    def summary(self, final_eval: dict) -> dict:
+        loop, rows = self.loop, self.record.metrics()
+        last_train = next((r for r in reversed(rows) if "train_loss" in r), {})
+        final = {k: last_train.get(k) for k in ("train_loss", "tokens_per_s", "mfu", "grad_norm")}
+        final |= final_eval | {"peak_memory_mb": hardware.peak_memory_mb(self.device)}
+        return {"steps": loop.step, "tokens_seen": loop.tokens_seen, "train_seconds": round(loop.train_seconds, 3),
+                "wall_seconds": round(time.perf_counter() - self.wall_start, 3), "final": final,
+                "best": {"val_loss": loop.best_val_loss if loop.best_val_step >= 0 else None,
+                         "step": loop.best_val_step if loop.best_val_step >= 0 else None},
+                "events": len(self.record.events())}
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@contextlib.contextmanager
+def _stop_signals(training: Training):
+    """SIGINT/SIGTERM ask the loop to checkpoint and stop after the current step."""
+    def handler(signum, frame):
+        training.stop_signal = signal.Signals(signum).name
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
