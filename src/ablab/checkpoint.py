@@ -49,6 +49,11 @@ class LoopState:
     best_val_loss: float = float("inf")
     best_val_step: int = -1
     recent_losses: list[float] = field(default_factory=list)  # for the loss-spike median
+    window: dict = field(default_factory=lambda: new_window())  # train metrics since the last log row
+
+
+def new_window() -> dict:
+    return {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
 
 
 def save(ckpt_dir: Path, model: torch.nn.Module, optimizer: Any, loop: LoopState, keep: int) -> Path:

@@ -74,7 +74,7 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
         name: str = typer.Option("", "--name", help="A name for the run (cosmetic)."),
         lab: Optional[Path] = LabOpt) -> None:
-    """Train one run of a config with overrides, and write its record under .ablab/runs/<id>/.
+    """Train one run of a config with overrides, and write its record under `.ablab/runs/<id>/`.
 
     Example: `ablab run -c quickstart model.d_model=192 seed=1 --name wider`
     """
@@ -142,23 +142,26 @@ def preflight(overrides: Optional[List[str]] = OverridesArg, config: Optional[st
 
 
 class _progress:
-    """A rich progress bar fed by the training loop's (step, row) callback."""
+    """A rich progress bar fed by the training loop's (step, row) callback; it appears at the first
+    step, so errors during set-up print alone."""
 
     def __init__(self):
         self.bar = Progress(TextColumn("step {task.completed:>6.0f}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                            TimeElapsedColumn(), console=err_console, transient=False)
+                            TimeElapsedColumn(), console=err_console)
         self.task = None
         self.last_val = ""
 
     def __enter__(self):
-        self.bar.__enter__()
-        self.task = self.bar.add_task("train", total=None, info="")
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        if self.task is not None:
+            self.bar.stop()
 
     def __call__(self, step: int, row: dict | None) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=None, info="")
         info = None
         if row is not None:
             if "val_loss" in row:
@@ -189,7 +192,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UserError as err:
-        err_console.print(f"error: {err}", markup=False)
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except click.exceptions.UsageError as err:
         err.show()

@@ -22,6 +22,7 @@ import torch
 from ablab import checkpoint, hardware
 from ablab.config import Config
 from ablab.data import BatchSampler, prepare_data, val_batches
+from ablab.errors import CheckpointError
 from ablab.model import GPT
 from ablab.optim import build_optimizer, lr_factor, set_lr
 from ablab.record import RunRecord, now_iso
@@ -41,18 +42,24 @@ ProgressFn = Callable[[int, dict | None], None]  # (step, metrics row or None)
 
 
 def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None) -> Outcome:
-    record = RunRecord.create(lab, cfg)
-    return Training(cfg, record, resume=False).run(progress)
+    training = Training(cfg)  # data and model first: a config or corpus error leaves no record behind
+    training.attach(RunRecord.create(lab, cfg), resume=False)
+    return training.run(progress)
 
 
 def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None) -> Outcome:
     record = RunRecord.open(lab, run_id)
-    return Training(record.config(), record, resume=True).run(progress)
+    result = record.result()
+    if result.get("status") in ("finished", "diverged"):
+        return Outcome(record.run_id, result["status"], result)
+    training = Training(record.config())
+    training.attach(record, resume=True)
+    return training.run(progress)
 
 
 class Training:
-    def __init__(self, cfg: Config, record: RunRecord, resume: bool):
-        self.cfg, self.record = cfg, record
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = hardware.pick_device(cfg.train.device)
@@ -64,15 +71,24 @@ class Training:
         self.sampler = BatchSampler(self.data.train, cfg.data.seq_len, cfg.data.batch_size, cfg.seed)
         self.val = list(val_batches(self.data.val, cfg.data.seq_len, cfg.eval.tokens, cfg.data.batch_size))
         self.loop = checkpoint.LoopState()
-        if resume:
-            self._restore()
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type)
         self.stop_signal: str | None = None
         self.wall_start = time.perf_counter()
 
+    def attach(self, record: RunRecord, resume: bool) -> None:
+        """Write into `record`; when resuming, continue from its newest intact checkpoint."""
+        self.record = record
+        if resume:
+            self._restore()
+
     def _restore(self) -> None:
         path, skipped = checkpoint.latest_valid(self.record.checkpoints_dir)
+        if path is None and skipped:
+            reasons = "; ".join(f"{bad.name}: {reason}" for bad, reason in skipped)
+            raise CheckpointError(
+                f"Every checkpoint of run {self.record.run_id} is damaged ({reasons}); delete "
+                f"{self.record.checkpoints_dir} to restart it from step 0, or start a new run.")
         for bad, reason in skipped:
             self.record.log_event("corrupt_checkpoint", int(bad.name.split("-")[1]),
                                   f"skipped {bad.name}: {reason}")
@@ -155,16 +171,15 @@ class Training:
                                   **self.static_facts())
         hardware.reset_peak_memory(self.device)
         self.model.train()
-        window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         if self.loop.step == 0 and self.cfg.eval.every:
             self._log_row({}, self.evaluate(), progress)
         with _stop_signals(self):
             reason = self.stop_reason()
             while reason is None:
-                reason = self._one_step(window, progress)
+                reason = self._one_step(progress)
         return self.finish(reason, progress)
 
-    def _one_step(self, window: dict, progress: ProgressFn) -> str | None:
+    def _one_step(self, progress: ProgressFn) -> str | None:
         """Train one step and do what falls due after it; returns a stop reason or None."""
         started = time.perf_counter()
         loss, grad_norm = self.train_step()
@@ -173,7 +188,7 @@ class Training:
             self.record.log_event("diverged", self.loop.step, f"non-finite loss {loss} or grad norm {grad_norm}",
                                   loss=repr(loss), grad_norm=repr(grad_norm))
             return "diverged"
-        loop = self.loop
+        loop, window = self.loop, self.loop.window
         self._check_spike(loss)
         loop.step += 1
         loop.tokens_seen += self.cfg.tokens_per_step
@@ -187,7 +202,7 @@ class Training:
         if loop.step % self.cfg.train.log_every == 0 or eval_due:
             train_row = self._train_row(window, grad_norm)
             self._log_row(train_row, self.evaluate() if eval_due else {}, progress)
-            window.update(loss=0.0, steps=0, tokens=0, seconds=0.0)
+            loop.window = checkpoint.new_window()
         else:
             progress(loop.step, None)
         if loop.step % self.cfg.train.checkpoint_every == 0 and reason is None:

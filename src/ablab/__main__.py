@@ -1,0 +1,3 @@
+from ablab.cli import main
+
+main()
