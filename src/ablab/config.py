@@ -76,13 +76,13 @@ class DataConfig:
     vocab_size: int = 4096  # bpe only: vocabulary size to train
     text_field: str = "text"  # jsonl only: the field holding each document's text
     val_fraction: float = 0.1  # held out for validation when the corpus has no validation split
-    seq_len: int = 256  # tokens per training sequence
+    seq_len: int = 128  # tokens per training sequence
     batch_size: int = 32  # sequences per micro-batch
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000  # stop after this many optimizer steps; 0 = no step limit
+    max_steps: int = 550  # stop after this many optimizer steps; 0 = no step limit
     max_tokens: int = 0  # stop after this many training tokens; 0 = no token limit
     max_seconds: float = 0.0  # stop after this much training wall-clock; 0 = no time limit
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -93,13 +93,13 @@ class TrainConfig:
     peak_flops: float = 0.0  # FLOP/s that MFU is measured against; 0 = measure this machine's matmul peak
     threads: int = cosmetic(0)  # torch CPU threads; 0 = torch's default
     log_every: int = cosmetic(10)  # steps between train-metric records
-    checkpoint_every: int = cosmetic(250)  # steps between checkpoints; one is always written at the end
+    checkpoint_every: int = cosmetic(275)  # steps between checkpoints; one is always written at the end
     keep_checkpoints: int = cosmetic(2)  # newest checkpoints kept on disk
 
 
 @dataclass
 class EvalConfig:
-    every: int = 250  # steps between validation evaluations; 0 = only at the end
+    every: int = 110  # steps between validation evaluations; 0 = only at the end
     tokens: int = 32768  # validation tokens per evaluation, in fixed evenly spaced windows
 
 

@@ -92,17 +92,25 @@ class Block(nn.Module):
         self.pre_norm = cfg.norm_position == "pre"
         self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         # LayerNorm scaling (1/sqrt(l), 1-based l) damps the deeper layers' contributions.
-        self.norm_scale = 1.0 / math.sqrt(layer) if cfg.layernorm_scaling else 1.0
+        self.norm_scale = 1.0 / math.sqrt(layer) if cfg.layernorm_scaling else None
 
-    def forward(self, x, cos, sin, alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
-        # alpha is the ProRes residual-branch scale of this layer at this step (1.0 when off).
+    def _scaled_norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return norm(x) if self.norm_scale is None else norm(x) * self.norm_scale
+
+    def forward(self, x, cos, sin, alpha: float = 1.0) -> torch.Tensor:
+        # alpha is the ProRes residual-branch scale of this layer at this step (1.0 when off);
+        # identity scales are skipped rather than multiplied, which costs a pass over the activations.
+        def branch(y: torch.Tensor) -> torch.Tensor:
+            y = self.drop(y)
+            return y if alpha == 1.0 else alpha * y
+
         if self.pre_norm:
-            x = x + alpha * self.drop(self.attn(self.norm1(x) * self.norm_scale, cos, sin))
-            return x + alpha * self.drop(self.mlp(self.norm2(x) * self.norm_scale))
-        x = self.norm1(x + alpha * self.drop(self.attn(x, cos, sin))) * self.norm_scale
-        return self.norm2(x + alpha * self.drop(self.mlp(x))) * self.norm_scale
+            x = x + branch(self.attn(self._scaled_norm(self.norm1, x), cos, sin))
+            return x + branch(self.mlp(self._scaled_norm(self.norm2, x)))
+        x = self._scaled_norm(self.norm1, x + branch(self.attn(x, cos, sin)))
+        return self._scaled_norm(self.norm2, x + branch(self.mlp(x)))
 
 
 class GPT(nn.Module):
@@ -111,7 +119,7 @@ class GPT(nn.Module):
         self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
         self.wte = nn.Embedding(vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(seq_len, cfg.d_model) if cfg.positions == "learned" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout else nn.Identity()
         self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(1, cfg.n_layers + 1))
         # A post-norm stack already ends in a norm; a pre-norm stack needs one before the head.
         self.norm_f = make_norm(cfg.norm, cfg.d_model) if cfg.norm_position == "pre" else nn.Identity()

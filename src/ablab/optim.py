@@ -113,8 +113,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> Com
     """Muon + AdamW (cfg.name == 'muon') or AdamW alone, with a `peak_lr` on every group."""
     qkv, matrices, rest = split_parameters(model)
     adam_kwargs = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    # Fused AdamW is the fastest CUDA path; foreach is torch's fast multi-tensor path on CPU.
-    adam_kwargs |= {"fused": True} if device_type == "cuda" else {"foreach": True}
+    # Fused AdamW is the fastest CUDA path. On CPU torch's default (a per-tensor loop) measured
+    # faster than foreach: 0.042 s vs 0.056 s per step for the 17M-parameter medium model.
+    if device_type == "cuda":
+        adam_kwargs["fused"] = True
     optimizers: dict[str, torch.optim.Optimizer] = {}
     if cfg.name == "muon":
         muon_groups = [{"params": ps, "splits": k} for ps, k in ((qkv, 3), (matrices, 1)) if ps]

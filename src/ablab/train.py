@@ -63,6 +63,8 @@ class Training:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = hardware.pick_device(cfg.train.device)
+        if self.device.type == "cpu":
+            hardware.keep_freed_memory()
         self.autocast = hardware.autocast_dtype(self.device, cfg.train.precision)
         self.data = prepare_data(cfg.data)
         torch.manual_seed(cfg.seed)
