@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/ablab run -c configs/quickstart.toml --name quickstart
+	$(BIN)/ablab run -c quickstart --name quickstart
 
 test: $(STAMP)
-	ABLAB_DATA=$${ABLAB_DATA:-$(abspath ../shared/data)} $(BIN)/pytest
+	ABLAB_DATA=$${ABLAB_DATA:-$(abspath ../shared/data)} $(BIN)/pytest -q
 
 clean:
 	rm -rf $(VENV) .ablab
