@@ -42,8 +42,8 @@ def isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def shared_data() -> Path:
     root = os.environ.get("ABLAB_DATA")
-    if not root:
-        pytest.skip("ABLAB_DATA is not set (make test points it at ../shared/data)")
+    if not root or not Path(root).is_dir():
+        pytest.skip(f"ABLAB_DATA ({root or 'unset'}) is not a folder; make test points it at ../shared/data")
     return Path(root)
 
 
