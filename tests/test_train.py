@@ -40,7 +40,7 @@ def test_run_record_describes_the_run(tmp_path):
                 "wall_seconds", "data_fingerprint", "tokenizer_fingerprint", "final", "best", "status"):
         assert key in result, key
     assert result["tokens_seen"] == 20 * 16 * 64 and result["steps"] == 20
-    rows = RunRecord(outcome.run_id, run_dir).metrics()
+    rows = RunRecord.open(tmp_path, outcome.run_id).metrics()
     assert [r["step"] for r in rows if "val_loss" in r] == [0, 10, 20]
     train_rows = [r for r in rows if "train_loss" in r]
     for key in ("tokens", "elapsed", "grad_norm", "lr_muon", "lr_adamw", "tokens_per_s", "mfu", "peak_memory_mb"):
@@ -65,7 +65,7 @@ def test_interrupt_then_resume_is_bitwise_equal_to_a_straight_run(tmp_path):
         if step == 17:
             os.kill(os.getpid(), signal.SIGINT)
 
-    stopped = start_run(cfg, tmp_path, interrupt_at_17)
+    stopped = start_run(cfg, tmp_path, interrupt_at_17, force=True)
     assert stopped.status == "interrupted" and stopped.result["steps"] in (17, 18)
     events = RunRecord.open(tmp_path, stopped.run_id).events()
     assert events[-1]["kind"] == "interrupted"
@@ -83,7 +83,7 @@ def test_kill_9_mid_run_then_resume_reaches_the_same_final_loss(tmp_path):
     straight = run_cli("run", *args, cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
     import subprocess
-    child = subprocess.Popen([*ABLAB, "run", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+    child = subprocess.Popen([*ABLAB, "run", *args, "--force"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     runs = tmp_path / ".ablab" / "runs"
     before = set(runs.iterdir())
@@ -135,7 +135,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     kinds = [(e["kind"], e["step"]) for e in record.events()]
     assert ("corrupt_checkpoint", int(newest.name.split("-")[1])) in kinds
     assert ("resume", 20) in kinds
-    straight = start_run(cfg, tmp_path)
+    straight = start_run(cfg, tmp_path, force=True)
     assert resumed.result["final"]["val_loss"] == straight.result["final"]["val_loss"]
 
 

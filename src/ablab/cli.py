@@ -73,8 +73,11 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 @app.command(context_settings={"allow_extra_args": False})
 def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
         name: str = typer.Option("", "--name", help="A name for the run (cosmetic)."),
+        force: bool = typer.Option(False, "--force", help="Train even if an identical run already finished."),
         lab: Optional[Path] = LabOpt) -> None:
     """Train one run of a config with overrides, and write its record under `.ablab/runs/<id>/`.
+
+    A finished run with the same config, seed, data and code is reused instead (`--force` reruns).
 
     Example: `ablab run -c quickstart model.d_model=192 seed=1 --name wider`
     """
@@ -86,7 +89,10 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
     with _progress() as show:
-        outcome = start_run(cfg, _lab(lab), show)
+        outcome = start_run(cfg, _lab(lab), show, force=force)
+    if outcome.reused:
+        console.print(f"reusing finished run {outcome.run_id}: same config, seed, data and code "
+                      "(--force trains it again)")
     _report(outcome)
 
 

@@ -5,15 +5,19 @@
   result.json     status, final and best metrics, params, FLOPs, tokens, wall-clock, data identity
   metrics.jsonl   one JSON object per logged step
   events.jsonl    divergence, loss spikes, resumes, skipped corrupt checkpoints, interruptions
+  provenance.json git state, command line, versions, host, data and tokenizer fingerprints
+  pip-freeze.txt  every installed package; code.diff: the uncommitted diff, when there is one
   train.log       human-readable lines
   checkpoints/    see ablab.checkpoint
 
-Every whole-file write is atomic (temp file, fsync, rename); appends are line-at-a-time, and
-readers skip a torn last line left by a kill.
+Every write also goes to the lab's ledger (ablab.ledger), the source of truth for queries; the
+files make a run directory self-describing on its own. Every whole-file write is atomic (temp file,
+fsync, rename); appends are line-at-a-time, and readers skip a torn last line left by a kill.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -26,6 +30,8 @@ from typing import Any
 from ablab import config as config_mod
 from ablab.config import Config
 from ablab.errors import UserError
+from ablab.ledger import Ledger, Run
+from ablab.provenance import collect as collect_provenance
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
@@ -61,13 +67,24 @@ def runs_root(lab: Path) -> Path:
     return lab / ".ablab" / "runs"
 
 
+def content_key(config_hash: str, seed: int, data_fingerprint: str, code_version: str) -> str:
+    """A run's identity: same key and finished means the same computation, so it is reused."""
+    text = f"{config_hash}|{seed}|{data_fingerprint}|{code_version}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 @dataclass
 class RunRecord:
     run_id: str
     dir: Path
+    ledger: Ledger
 
     @classmethod
-    def create(cls, lab: Path, cfg: Config) -> "RunRecord":
+    def create(cls, lab: Path, cfg: Config, identity: dict[str, Any], ledger: Ledger | None = None) -> "RunRecord":
+        """A new run directory and ledger row. `identity` holds data_fingerprint,
+        tokenizer_fingerprint and the rest of what the run is known by before it trains."""
+        ledger = ledger or Ledger(lab)
+        provenance, files = collect_provenance(lab)
         root = runs_root(lab)
         root.mkdir(parents=True, exist_ok=True)
         while True:
@@ -77,25 +94,34 @@ class RunRecord:
                 break
             except FileExistsError:
                 continue
-        record = cls(run_id, root / run_id)
+        record = cls(run_id, root / run_id, ledger)
         record.checkpoints_dir.mkdir()
-        write_json_atomic(record.dir / "config.json", {
-            "config": config_mod.to_dict(cfg), "config_hash": config_mod.config_hash(cfg),
-        })
-        record.write_result({"run_id": run_id, "name": cfg.name, "status": "running",
-                             "created_at": now_iso(), "config_hash": config_mod.config_hash(cfg),
-                             "seed": cfg.seed})
+        chash = config_mod.config_hash(cfg)
+        write_json_atomic(record.dir / "config.json", {"config": config_mod.to_dict(cfg), "config_hash": chash})
+        for name, text in files.items():
+            (record.dir / name).write_text(text, encoding="utf-8")
+        provenance |= identity | {"config_hash": chash}
+        write_json_atomic(record.dir / "provenance.json", provenance)
+        result = {"run_id": run_id, "name": cfg.name, "status": "running", "created_at": now_iso(),
+                  "config_hash": chash, "seed": cfg.seed, **identity}
+        write_json_atomic(record.dir / "result.json", result)
+        key = content_key(chash, cfg.seed, identity["data_fingerprint"], provenance["code_version"])
+        ledger.record_run(Run(
+            id=run_id, name=cfg.name, status="running", created_at=result["created_at"], finished_at=None,
+            config_hash=chash, seed=cfg.seed, data_fingerprint=identity["data_fingerprint"],
+            code_version=provenance["code_version"], content_key=key, config=config_mod.to_dict(cfg),
+            provenance=provenance, result=result))
         return record
 
     @classmethod
-    def open(cls, lab: Path, run_id: str) -> "RunRecord":
-        root = runs_root(lab)
-        matches = sorted(p for p in root.glob(f"{run_id}*") if p.is_dir()) if root.is_dir() else []
-        if not matches:
-            raise UserError(f"No run '{run_id}' in {root}; list runs with `ls {root}` or check the lab directory.")
-        if len(matches) > 1:
-            raise UserError(f"Run id '{run_id}' is ambiguous ({', '.join(p.name for p in matches)}); give more characters.")
-        return cls(matches[0].name, matches[0])
+    def open(cls, lab: Path, run_id: str, ledger: Ledger | None = None) -> "RunRecord":
+        ledger = ledger or Ledger(lab)
+        full_id = ledger.resolve(run_id)
+        folder = runs_root(lab) / full_id
+        if not folder.is_dir():
+            raise UserError(f"Run {full_id} is in the ledger but its directory {folder} is gone; "
+                            "restore it from an `ablab export` archive with `ablab import`.")
+        return cls(full_id, folder, ledger)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -111,6 +137,7 @@ class RunRecord:
 
     def write_result(self, result: dict[str, Any]) -> None:
         write_json_atomic(self.dir / "result.json", result)
+        self.ledger.finish_run(self.run_id, result["status"], result, result.get("finished_at"))
 
     def update_result(self, **changes: Any) -> dict[str, Any]:
         result = self.result() | changes
@@ -123,11 +150,16 @@ class RunRecord:
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         self._append("metrics.jsonl", row)
+        self.ledger.log_metrics(self.run_id, [row])
 
     def log_event(self, kind: str, step: int, message: str, **data: Any) -> None:
-        self._append("events.jsonl", {"kind": kind, "step": step, "message": message,
-                                      "time": now_iso(), **data})
+        event = {"kind": kind, "step": step, "message": message, "time": now_iso(), **data}
+        self._append("events.jsonl", event)
+        self.ledger.log_event(self.run_id, event)
         self.log_line(f"[{kind}] step {step}: {message}")
+
+    def heartbeat(self) -> None:
+        self.ledger.heartbeat(self.run_id)
 
     def log_line(self, text: str) -> None:
         with open(self.dir / "train.log", "a", encoding="utf-8") as f:
@@ -148,3 +180,4 @@ class RunRecord:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / "metrics.jsonl")
+        self.ledger.truncate_metrics(self.run_id, after_step)

@@ -25,10 +25,16 @@ from ablab.data import BatchSampler, prepare_data, val_batches
 from ablab.errors import CheckpointError
 from ablab.model import GPT
 from ablab.optim import build_optimizer, lr_factor, set_lr
-from ablab.record import RunRecord, now_iso
+from ablab.config import config_hash
+from ablab.ledger import Ledger
+from ablab.provenance import ABLAB_SOURCE, code_version, git_state
+from ablab.record import RunRecord, content_key, now_iso
 
 SPIKE_WINDOW = 50  # steps in the running median a loss spike is measured against
 SPIKE_MIN_HISTORY = 10
+
+
+HEARTBEAT_SECONDS = 30  # the ledger hears from a live run at least this often
 
 
 @dataclass
@@ -36,14 +42,24 @@ class Outcome:
     run_id: str
     status: str  # finished | diverged | interrupted
     result: dict
+    reused: bool = False  # a finished run with the same content key was returned instead of training
 
 
 ProgressFn = Callable[[int, dict | None], None]  # (step, metrics row or None)
 
 
-def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None) -> Outcome:
+def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force: bool = False) -> Outcome:
+    """Train `cfg` in `lab`, or return the finished run with the same content key (unless `force`)."""
     training = Training(cfg)  # data and model first: a config or corpus error leaves no record behind
-    training.attach(RunRecord.create(lab, cfg), resume=False)
+    ledger = Ledger(lab)
+    identity = training.identity()
+    if not force:
+        key = content_key(config_hash(cfg), cfg.seed, identity["data_fingerprint"],
+                          code_version(git_state(ABLAB_SOURCE)[0]))
+        done = ledger.find_finished(key)
+        if done is not None:
+            return Outcome(done.id, done.status, done.result, reused=True)
+    training.attach(RunRecord.create(lab, cfg, identity, ledger), resume=False)
     return training.run(progress)
 
 
@@ -76,11 +92,13 @@ class Training:
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type)
         self.stop_signal: str | None = None
+        self.last_heartbeat = time.time()
         self.wall_start = time.perf_counter()
 
     def attach(self, record: RunRecord, resume: bool) -> None:
         """Write into `record`; when resuming, continue from its newest intact checkpoint."""
         self.record = record
+        record.heartbeat()  # this process now owns the run: its host and pid go into the ledger
         if resume:
             self._restore()
 
@@ -207,6 +225,9 @@ class Training:
             loop.window = checkpoint.new_window()
         else:
             progress(loop.step, None)
+            if time.time() - self.last_heartbeat > HEARTBEAT_SECONDS:
+                self.record.heartbeat()
+                self.last_heartbeat = time.time()
         if loop.step % self.cfg.train.checkpoint_every == 0 and reason is None:
             self.save_checkpoint()
         return reason
@@ -257,6 +278,10 @@ class Training:
             status=status, stop_reason=reason, finished_at=now_iso(), **self.summary(final))
         self.record.log_line(f"run {self.record.run_id} {status} ({reason}) at step {self.loop.step}")
         return Outcome(self.record.run_id, status, result)
+
+    def identity(self) -> dict:
+        """What the run is known by before it trains (part of its provenance and content key)."""
+        return {"data_fingerprint": self.data.fingerprint, "tokenizer_fingerprint": self.data.tokenizer.fingerprint}
 
     def static_facts(self) -> dict:
         return {"params": self.model.n_params(), "non_embedding_params": self.model.n_params(non_embedding=True),

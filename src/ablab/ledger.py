@@ -1,0 +1,322 @@
+"""The ledger: a lab's SQLite record of every run. The only code that touches the database.
+
+`.ablab/ledger.sqlite` in WAL mode with a busy timeout, so many processes can record at once; each
+write is one short transaction (BEGIN IMMEDIATE), so a kill at any moment leaves the database as it
+was before or after that write, never half of it. `PRAGMA user_version` holds the schema version;
+opening an older ledger runs the migrations in order.
+
+Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag.
+Queries return plain dataclasses and dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ablab.errors import UserError
+
+SCHEMA_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    heartbeat REAL,              -- unix time of the last sign of life
+    host TEXT, pid INTEGER,      -- where the training process runs
+    config_hash TEXT NOT NULL, seed INTEGER NOT NULL,
+    data_fingerprint TEXT, code_version TEXT,
+    content_key TEXT,            -- (config hash, seed, data fingerprint, code version)
+    config TEXT NOT NULL,        -- JSON
+    provenance TEXT NOT NULL DEFAULT '{}',
+    result TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX runs_content_key ON runs (content_key);
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL,
+    time TEXT NOT NULL, data TEXT NOT NULL,
+    UNIQUE (run_id, step, kind, time)
+);
+CREATE INDEX events_run ON events (run_id);
+CREATE TABLE notes (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, time TEXT NOT NULL, text TEXT NOT NULL,
+    UNIQUE (run_id, time, text)
+);
+CREATE TABLE tags (run_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (run_id, tag)) WITHOUT ROWID;
+"""
+
+# Version 2 makes room for the studies layer: dated baselines and studies, and which runs are theirs.
+SCHEMA_V2 = """
+CREATE TABLE baselines (
+    name TEXT NOT NULL, date TEXT NOT NULL, config TEXT NOT NULL, seeds TEXT NOT NULL,
+    created_at TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (name, date)
+);
+CREATE TABLE studies (
+    name TEXT PRIMARY KEY, baseline TEXT NOT NULL, spec TEXT NOT NULL,
+    created_at TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE study_runs (
+    study TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL, run_id TEXT NOT NULL,
+    PRIMARY KEY (study, arm, seed)
+);
+CREATE INDEX runs_status ON runs (status);
+"""
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2]  # MIGRATIONS[i] takes a ledger from version i to i + 1
+SCHEMA_VERSION = len(MIGRATIONS)
+STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
+
+
+@dataclass
+class Run:
+    id: str
+    name: str
+    status: str  # running | finished | diverged | interrupted | failed (a dead `running` reads interrupted)
+    created_at: str
+    finished_at: str | None
+    config_hash: str
+    seed: int
+    data_fingerprint: str | None
+    code_version: str | None
+    content_key: str | None
+    config: dict
+    provenance: dict
+    result: dict
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: float | None = None
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict:
+        return self.result.get("final", {})
+
+
+def ledger_path(lab: Path) -> Path:
+    return lab / ".ablab" / "ledger.sqlite"
+
+
+class Ledger:
+    def __init__(self, lab: Path, timeout: float = 60.0):
+        path = ledger_path(lab)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise UserError(
+                f"The ledger {path} cannot be opened ({err}); restore it from a backup or `ablab export`, "
+                "or move it aside to start a new one."
+            ) from None
+        self.path = path
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self._write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise UserError(f"This ledger has schema version {version}, newer than this ablab "
+                                f"({SCHEMA_VERSION}); upgrade ablab to open it.")
+            for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={target}")
+
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _write(self):
+        return _Transaction(self.conn)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def record_run(self, run: Run) -> None:
+        with self._write():
+            self.conn.execute(
+                "INSERT INTO runs (id, name, status, created_at, finished_at, heartbeat, host, pid, config_hash,"
+                " seed, data_fingerprint, code_version, content_key, config, provenance, result)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET status=excluded.status, heartbeat=excluded.heartbeat,"
+                " host=excluded.host, pid=excluded.pid, provenance=excluded.provenance",
+                (run.id, run.name, run.status, run.created_at, run.finished_at, time.time(),
+                 run.host or socket.gethostname(), run.pid or os.getpid(), run.config_hash, run.seed,
+                 run.data_fingerprint, run.code_version, run.content_key, _dump(run.config),
+                 _dump(run.provenance), _dump(run.result)))
+
+    def log_metrics(self, run_id: str, rows: Iterable[dict]) -> None:
+        """Metric rows keyed by their `step`; a second row for a step merges into the first."""
+        with self._write():
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
+                " DO UPDATE SET data = json_patch(data, excluded.data)",
+                [(run_id, row["step"], _dump(row)) for row in rows])
+            self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        with self._write():
+            self.conn.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, after_step))
+
+    def log_event(self, run_id: str, event: dict) -> None:
+        with self._write():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
+                (run_id, event["step"], event["kind"], event["time"], _dump(event)))
+
+    def heartbeat(self, run_id: str) -> None:
+        with self._write():
+            self.conn.execute("UPDATE runs SET heartbeat=?, host=?, pid=? WHERE id=?",
+                              (time.time(), socket.gethostname(), os.getpid(), run_id))
+
+    def finish_run(self, run_id: str, status: str, result: dict, finished_at: str | None) -> None:
+        """Set a run's status and result (also used for `running` at start and on resume)."""
+        with self._write():
+            self.conn.execute("UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?",
+                              (status, _dump(result), finished_at, time.time(), run_id))
+
+    def add_note(self, run_id: str, text: str, at: str) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)", (run_id, at, text))
+
+    def add_tag(self, run_id: str, tag: str) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)", (run_id, tag))
+
+    # -- queries ----------------------------------------------------------------------------------
+    def resolve(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with `prefix`."""
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 3", (prefix, prefix + "\uffff"))]
+        if not ids:
+            raise UserError(f"No run '{prefix}' in this lab's ledger; `ablab runs` lists the runs.")
+        if len(ids) > 1:
+            raise UserError(f"Run id '{prefix}' is ambiguous ({', '.join(ids)}, …); give more characters.")
+        return ids[0]
+
+    def run(self, prefix: str) -> Run:
+        run_id = self.resolve(prefix)
+        return self.runs(ids=[run_id])[0]
+
+    def runs(self, status: str | None = None, name: str | None = None, tag: str | None = None,
+             where: dict[str, Any] | None = None, ids: list[str] | None = None) -> list[Run]:
+        """Runs, oldest first, filtered by status (as shown, liveness included), name (glob),
+        tag, exact config values (dotted keys) and ids."""
+        clauses, params = [], []
+        if name:
+            clauses.append("name GLOB ?")
+            params.append(name)
+        if tag:
+            clauses.append("id IN (SELECT run_id FROM tags WHERE tag = ?)")
+            params.append(tag)
+        for key, value in (where or {}).items():
+            clauses.append("json_extract(config, ?) = ?")
+            params += [f"$.{key}", value]
+        if ids:
+            clauses.append(f"id IN ({','.join('?' * len(ids))})")
+            params += ids
+        if status in ("finished", "diverged", "failed"):
+            clauses.append("status = ?")
+            params.append(status)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY created_at, id"
+        self.conn.row_factory = sqlite3.Row
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+            tags = self._tags([r["id"] for r in rows])
+        finally:
+            self.conn.row_factory = None
+        runs = [_run_from_row(row, tags.get(row["id"], [])) for row in rows]
+        return [r for r in runs if status is None or r.status == status]
+
+    def _tags(self, run_ids: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for run_id, tag in self.conn.execute("SELECT run_id, tag FROM tags ORDER BY tag"):
+            found.setdefault(run_id, []).append(tag)
+        return found
+
+    def metrics(self, run_id: str) -> list[dict]:
+        return [json.loads(d) for (d,) in self.conn.execute(
+            "SELECT data FROM metrics WHERE run_id=? ORDER BY step", (run_id,))]
+
+    def events(self, run_id: str) -> list[dict]:
+        return [json.loads(d) for (d,) in self.conn.execute(
+            "SELECT data FROM events WHERE run_id=? ORDER BY step, id", (run_id,))]
+
+    def notes(self, run_id: str) -> list[dict]:
+        return [{"time": t, "text": text} for t, text in self.conn.execute(
+            "SELECT time, text FROM notes WHERE run_id=? ORDER BY time, id", (run_id,))]
+
+    def find_finished(self, content_key: str) -> Run | None:
+        """The newest finished run with this content key, if any."""
+        row = self.conn.execute("SELECT id FROM runs WHERE content_key=? AND status='finished'"
+                                " ORDER BY created_at DESC LIMIT 1", (content_key,)).fetchone()
+        return self.runs(ids=[row[0]])[0] if row else None
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error: one write, all or nothing."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *rest):
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _run_from_row(row: sqlite3.Row, tags: list[str]) -> Run:
+    return Run(
+        id=row["id"], name=row["name"], status=live_status(row["status"], row["host"], row["pid"], row["heartbeat"]),
+        created_at=row["created_at"], finished_at=row["finished_at"], config_hash=row["config_hash"],
+        seed=row["seed"], data_fingerprint=row["data_fingerprint"], code_version=row["code_version"],
+        content_key=row["content_key"], config=json.loads(row["config"]), provenance=json.loads(row["provenance"]),
+        result=json.loads(row["result"]), host=row["host"], pid=row["pid"], heartbeat=row["heartbeat"], tags=tags)
+
+
+def live_status(status: str, host: str | None, pid: int | None, heartbeat: float | None) -> str:
+    """A `running` run whose process is gone reads `interrupted` (and is resumable): on this host
+    when its pid no longer exists, elsewhere when its heartbeat is older than STALE_SECONDS."""
+    if status != "running":
+        return status
+    if host == socket.gethostname() and pid:
+        return "running" if _pid_alive(pid) else "interrupted"
+    if heartbeat is not None and time.time() - heartbeat > STALE_SECONDS:
+        return "interrupted"
+    return "running"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
