@@ -3,20 +3,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test clean
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-quickstart: $(STAMP)
+# ablab alone: what the quickstart needs.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# ablab with the test extra: pytest and the optional mirrors (wandb, mlflow, tensorboard).
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+quickstart: $(VENV)/.installed
 	$(BIN)/ablab run -c quickstart --name quickstart
 
-test: $(STAMP)
+test: $(VENV)/.installed-test
 	ABLAB_DATA=$${ABLAB_DATA:-$(abspath ../shared/data)} $(BIN)/pytest -q
 
 clean:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
+
+from ablab.errors import UserError
 
 LAB_FILE = "ablab.toml"
 
@@ -10,7 +13,28 @@ LAB_TEMPLATE = """\
 # ablab lab settings. Runs, checkpoints and the ledger live in .ablab/ beside this file.
 [lab]
 name = "{name}"
+
+[log]
+# Mirrors that get a copy of every run's config and metrics: "wandb", "mlflow", "tensorboard"
+# (each an optional extra, e.g. pip install 'ablab[tensorboard]'). The ledger stays the record.
+to = []
 """
+
+
+def mirror_names(lab: Path, extra: str = "") -> list[str]:
+    """Mirrors named in the lab's ablab.toml ([log] to) plus a comma-separated `extra` (--log-to)."""
+    names = [n for n in extra.split(",") if n.strip()]
+    lab_file = lab / LAB_FILE
+    if lab_file.is_file():
+        try:
+            settings = tomllib.loads(lab_file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{lab_file} is not valid TOML ({err}); fix the line it names.") from None
+        configured = settings.get("log", {}).get("to", [])
+        if not isinstance(configured, list) or not all(isinstance(n, str) for n in configured):
+            raise UserError(f"In {lab_file}, [log] to must be a list of names such as [\"tensorboard\"].")
+        names = configured + names
+    return names
 
 
 def find_lab(start: Path | None = None) -> Path:

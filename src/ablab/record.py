@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,7 @@ class RunRecord:
     run_id: str
     dir: Path
     ledger: Ledger
+    mirrors: list = field(default_factory=list)  # ablab.mirrors objects fed a copy of every metric row
 
     @classmethod
     def create(cls, lab: Path, cfg: Config, identity: dict[str, Any], ledger: Ledger | None = None) -> "RunRecord":
@@ -138,6 +139,22 @@ class RunRecord:
     def write_result(self, result: dict[str, Any]) -> None:
         write_json_atomic(self.dir / "result.json", result)
         self.ledger.finish_run(self.run_id, result["status"], result, result.get("finished_at"))
+        if result["status"] != "running":
+            self._mirror("finish", result["status"], result)
+
+    def start_mirrors(self, mirrors: list, lab: Path, cfg: Config) -> None:
+        self.mirrors = list(mirrors)
+        self._mirror("start", lab, self.run_id, cfg.name, config_mod.to_dict(cfg))
+
+    def _mirror(self, method: str, *args: Any) -> None:
+        """Call `method` on every mirror; one that raises is switched off with an event, never
+        stopping the run (the ledger and these files are the record; mirrors are copies)."""
+        for mirror in list(self.mirrors):
+            try:
+                getattr(mirror, method)(*args)
+            except Exception as err:  # any failure of a third-party logger
+                self.mirrors.remove(mirror)
+                self.log_event("mirror_failed", -1, f"{mirror.name} mirror switched off: {type(err).__name__}: {err}")
 
     def update_result(self, **changes: Any) -> dict[str, Any]:
         result = self.result() | changes
@@ -151,6 +168,7 @@ class RunRecord:
     def log_metrics(self, row: dict[str, Any]) -> None:
         self._append("metrics.jsonl", row)
         self.ledger.log_metrics(self.run_id, [row])
+        self._mirror("log", row)
 
     def log_event(self, kind: str, step: int, message: str, **data: Any) -> None:
         event = {"kind": kind, "step": step, "message": message, "time": now_iso(), **data}

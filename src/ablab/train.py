@@ -15,7 +15,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ from ablab.model import GPT
 from ablab.optim import build_optimizer, lr_factor, set_lr
 from ablab.config import config_hash
 from ablab.ledger import Ledger
+from ablab.mirrors import make_mirrors
 from ablab.provenance import ABLAB_SOURCE, code_version, git_state
 from ablab.record import RunRecord, content_key, now_iso
 
@@ -48,8 +49,11 @@ class Outcome:
 ProgressFn = Callable[[int, dict | None], None]  # (step, metrics row or None)
 
 
-def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force: bool = False) -> Outcome:
-    """Train `cfg` in `lab`, or return the finished run with the same content key (unless `force`)."""
+def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force: bool = False,
+              log_to: Sequence[str] = ()) -> Outcome:
+    """Train `cfg` in `lab`, or return the finished run with the same content key (unless `force`).
+    `log_to` names mirrors (wandb, mlflow, tensorboard) that get a copy of the metrics."""
+    mirrors = make_mirrors(list(log_to))
     training = Training(cfg)  # data and model first: a config or corpus error leaves no record behind
     ledger = Ledger(lab)
     identity = training.identity()
@@ -59,16 +63,20 @@ def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force:
         done = ledger.find_finished(key)
         if done is not None:
             return Outcome(done.id, done.status, done.result, reused=True)
-    training.attach(RunRecord.create(lab, cfg, identity, ledger), resume=False)
+    record = RunRecord.create(lab, cfg, identity, ledger)
+    record.start_mirrors(mirrors, lab, cfg)
+    training.attach(record, resume=False)
     return training.run(progress)
 
 
-def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None) -> Outcome:
+def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None, log_to: Sequence[str] = ()) -> Outcome:
+    mirrors = make_mirrors(list(log_to))
     record = RunRecord.open(lab, run_id)
     result = record.result()
     if result.get("status") in ("finished", "diverged"):
         return Outcome(record.run_id, result["status"], result)
     training = Training(record.config())
+    record.start_mirrors(mirrors, lab, training.cfg)
     training.attach(record, resume=True)
     return training.run(progress)
 
