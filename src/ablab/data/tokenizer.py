@@ -7,6 +7,7 @@ that file's text, so a run records exactly which tokenizer produced its tokens a
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import itertools
@@ -29,25 +30,28 @@ REPLACEMENT = "\ufffd"
 _SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Text to token ids and back. Subclasses set `kind` and `file_name` and implement the rest."""
 
     kind: str = ""
     file_name: str = ""
 
     @property
+    @abc.abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        """Number of distinct ids."""
 
+    @abc.abstractmethod
     def encode_array(self, text: str) -> np.ndarray:
         """The ids of `text` as an int32 array (the fast path for whole corpora)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
-        raise NotImplementedError
+        """The text of `ids`."""
 
+    @abc.abstractmethod
     def serialize(self) -> str:
-        raise NotImplementedError
+        """The tokenizer as text: saved beside the tokens, and hashed into its fingerprint."""
 
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
