@@ -26,6 +26,7 @@ VARIANTS = [
     {},
     {"norm": "layernorm", "mlp": "gelu", "positions": "learned"},
     {"norm": "none", "positions": "none", "mlp": "relu2"},
+    {"mlp": "silu"},
     {"norm_position": "post", "qk_norm": True, "tie_embeddings": True},
     {"prores_steps": 10, "layernorm_scaling": True, "activation_checkpointing": True, "dropout": 0.1},
 ]

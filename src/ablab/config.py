@@ -35,7 +35,7 @@ class ModelConfig:
     norm: Literal["rmsnorm", "layernorm", "none"] = "rmsnorm"
     norm_position: Literal["pre", "post"] = "pre"  # norm before each sublayer, or after the residual add
     positions: Literal["rope", "learned", "none"] = "rope"
-    mlp: Literal["swiglu", "gelu", "relu2"] = "swiglu"
+    mlp: Literal["swiglu", "gelu", "relu2", "silu"] = "swiglu"  # silu: ungated, for the SwiGLU ablation
     qk_norm: bool = False  # RMS-normalise queries and keys per head before attention
     tie_embeddings: bool = False  # output head shares the token embedding matrix
     rope_base: float = 10000.0  # rotary frequency base

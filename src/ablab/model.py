@@ -81,6 +81,8 @@ class MLP(nn.Module):
             h = F.silu(self.gate(x)) * self.up(x)
         elif self.kind == "gelu":
             h = F.gelu(self.up(x))
+        elif self.kind == "silu":  # SwiGLU without the gate, the CS336 ablation
+            h = F.silu(self.up(x))
         else:  # relu2: squared ReLU
             h = F.relu(self.up(x)).square()
         return self.down(h)
