@@ -12,20 +12,26 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ablab import config as config_mod
+from ablab.cli_runs import runs_app
+from ablab.cli_study import baseline_app, study_app
 from ablab.errors import UserError
-from ablab.lab import find_lab, init_lab
+from ablab.lab import find_lab, init_lab, mirror_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="ablab: disciplined research on tiny language models.\n\n"
                        "Example: `ablab run -c quickstart train.max_steps=200`")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare corpora.\n\nExample: `ablab data prepare tinystories`")
 app.add_typer(data_app, name="data")
+app.add_typer(baseline_app, name="baseline")
+app.add_typer(study_app, name="study")
+app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top-level commands
 console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file or preset name (quickstart, small, medium, …).")
 OverridesArg = typer.Argument(None, help="Overrides as section.key=value, e.g. model.d_model=256.", show_default=False)
 LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
+LogToOpt = typer.Option("", "--log-to", help="Also mirror metrics to wandb, mlflow and/or tensorboard (comma-separated).")
 
 
 def _lab(lab: Optional[Path]) -> Path:
@@ -33,7 +39,8 @@ def _lab(lab: Optional[Path]) -> Path:
 
 
 @app.command()
-def init(folder: Path = typer.Argument(Path("."), help="Where to create the lab.")) -> None:
+def init(folder: Path = typer.Argument(Path("."), help="Where to create the lab."),
+         examples: bool = typer.Option(True, help="Add the example baselines (cpu, plan) and studies.")) -> None:
     """Create a lab: ablab.toml, config.toml (the default config to edit), baselines/, studies/, reports/.
 
     Example: `ablab init my-lab && cd my-lab && ablab run -c config.toml`
@@ -43,6 +50,10 @@ def init(folder: Path = typer.Argument(Path("."), help="Where to create the lab.
     if not config_file.exists():
         config_file.write_text(config_mod.save_toml(config_mod.load("quickstart")), encoding="utf-8")
         created.append(config_file)
+    if examples:
+        from ablab.baselines import install_examples
+
+        created += install_examples(folder)
     for path in created:
         console.print(f"created {path}")
     if not created:
@@ -74,7 +85,7 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
         name: str = typer.Option("", "--name", help="A name for the run (cosmetic)."),
         force: bool = typer.Option(False, "--force", help="Train even if an identical run already finished."),
-        lab: Optional[Path] = LabOpt) -> None:
+        log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
     """Train one run of a config with overrides, and write its record under `.ablab/runs/<id>/`.
 
     A finished run with the same config, seed, data and code is reused instead (`--force` reruns).
@@ -89,7 +100,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
     with _progress() as show:
-        outcome = start_run(cfg, _lab(lab), show, force=force)
+        outcome = start_run(cfg, _lab(lab), show, force=force, log_to=mirror_names(_lab(lab), log_to))
     if outcome.reused:
         console.print(f"reusing finished run {outcome.run_id}: same config, seed, data and code "
                       "(--force trains it again)")
@@ -98,7 +109,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
 
 @app.command()
 def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-           lab: Optional[Path] = LabOpt) -> None:
+           log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
     """Continue an interrupted run from its newest intact checkpoint, to the same result.
 
     Example: `ablab resume 3f2a9c1d`
@@ -106,7 +117,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
     from ablab.train import resume_run
 
     with _progress() as show:
-        outcome = resume_run(_lab(lab), run_id, show)
+        outcome = resume_run(_lab(lab), run_id, show, log_to=mirror_names(_lab(lab), log_to))
     _report(outcome)
 
 
@@ -145,6 +156,58 @@ def preflight(overrides: Optional[List[str]] = OverridesArg, config: Optional[st
                   f"max grad norm {r.max_grad_norm:.3g}; finite: {'yes' if r.finite else 'no'}")
     if not r.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def export(run_ids: Optional[List[str]] = typer.Argument(None, help="Runs to export (default: all)."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Archive to write (default: <lab>-<date>.tar.gz)."),
+           with_checkpoints: bool = typer.Option(False, "--with-checkpoints", help="Include checkpoints (large)."),
+           lab: Optional[Path] = LabOpt) -> None:
+    """Write runs into one .tar.gz: their directories plus their ledger rows (metrics, events, notes, tags).
+
+    Example: `ablab export --out lab.tar.gz`
+    """
+    from ablab.archive import export_lab
+
+    r = export_lab(_lab(lab), out, list(run_ids or []), with_checkpoints)
+    console.print(f"exported {r.runs} runs to {r.path} ({r.bytes / 1e6:.1f} MB)")
+    if r.without_directory:
+        console.print(f"{len(r.without_directory)} runs had no directory; only their ledger rows went in: "
+                      + ", ".join(r.without_directory))
+
+
+@app.command("import")
+def import_(sources: List[Path] = typer.Argument(..., help="Archives from `ablab export`, or run directories."),
+            lab: Optional[Path] = LabOpt) -> None:
+    """Bring runs into this lab from export archives or bare run directories; runs already here are skipped.
+
+    Example: `ablab import lab.tar.gz other-machine/.ablab/runs/3f2a9c1d`
+    """
+    from ablab.archive import import_runs
+
+    r = import_runs(_lab(lab), sources)
+    console.print(f"imported {len(r.imported)} runs, {len(r.already_present)} already present")
+
+
+@app.command()
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would be removed; remove nothing."),
+       lab: Optional[Path] = LabOpt) -> None:
+    """Delete the checkpoints of finished and diverged runs except each one's newest intact checkpoint.
+
+    Running and interrupted runs keep all theirs (resuming needs them).
+
+    Example: `ablab gc --dry-run`
+    """
+    from ablab.prune import prune_checkpoints
+
+    r = prune_checkpoints(_lab(lab), dry_run)
+    for run in r.runs:
+        if run.removed or run.kept is None:
+            kept = run.kept or "nothing: no intact checkpoint, so none removed"
+            console.print(f"{run.run_id} {run.status}: {len(run.removed)} checkpoints, "
+                          f"{run.bytes / 1e6:.1f} MB; keeps {kept}")
+    verb = "would free" if dry_run else "freed"
+    console.print(f"{verb} {r.bytes / 1e6:.1f} MB: {r.removed} checkpoints of {len(r.runs)} finished or diverged runs")
 
 
 class _progress:

@@ -128,7 +128,7 @@ SECTION_TYPES = {
 }
 
 
-def _closest(word: str, options: typing.Iterable[str]) -> str:
+def did_you_mean(word: str, options: typing.Iterable[str]) -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
     return f" Did you mean '{match[0]}'?" if match else ""
 
@@ -143,7 +143,7 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
         choices = typing.get_args(typ)
         if value not in choices:
             raise ConfigError(
-                f"{key} must be one of {', '.join(map(repr, choices))}, not {value!r}.{_closest(str(value), choices)}"
+                f"{key} must be one of {', '.join(map(repr, choices))}, not {value!r}.{did_you_mean(str(value), choices)}"
             )
         return value
     from_text = isinstance(value, str)
@@ -196,7 +196,7 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
         elif key in top_types:
             kwargs[key] = coerce(key, value, top_types[key])
         else:
-            raise ConfigError(f"In {where}, '{key}' is not a config key.{_closest(key, top_types)}")
+            raise ConfigError(f"In {where}, '{key}' is not a config key.{did_you_mean(key, top_types)}")
     return Config(**kwargs)
 
 
@@ -207,7 +207,7 @@ def _section_from_dict(section: str, raw: dict[str, Any], where: str) -> Any:
     for key, value in raw.items():
         if key not in types:
             options = [f"{section}.{k}" for k in types]
-            raise ConfigError(f"In {where}, '{section}.{key}' is not a config key.{_closest(f'{section}.{key}', options)}")
+            raise ConfigError(f"In {where}, '{section}.{key}' is not a config key.{did_you_mean(f'{section}.{key}', options)}")
         values[key] = coerce(f"{section}.{key}", value, types[key])
     return cls(**values)
 
@@ -255,7 +255,7 @@ def parse_override(item: str) -> tuple[str, str]:
     key = key.strip()
     known = set(flat_keys())
     if key not in known:
-        raise ConfigError(f"'{key}' is not a config key.{_closest(key, known)}")
+        raise ConfigError(f"'{key}' is not a config key.{did_you_mean(key, known)}")
     return key, value.strip()
 
 
@@ -310,7 +310,7 @@ def replace(cfg: Config, changes: dict[str, Any]) -> Config:
     raw = to_dict(cfg)
     for key, value in changes.items():
         if key not in raw and key.partition(".")[0] not in SECTION_TYPES:
-            raise ConfigError(f"'{key}' is not a config key.{_closest(key, flat_keys())}")
+            raise ConfigError(f"'{key}' is not a config key.{did_you_mean(key, flat_keys())}")
         _set_nested(raw, key, value)
     return from_dict(raw)
 

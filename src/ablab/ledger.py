@@ -77,6 +77,8 @@ CREATE INDEX runs_status ON runs (status);
 MIGRATIONS = [SCHEMA_V1, SCHEMA_V2]  # MIGRATIONS[i] takes a ledger from version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
+# The parts of a run's result that Ledger.summaries returns (what `ablab runs` lists and sorts by).
+SUMMARY_RESULT_KEYS = ("steps", "tokens_seen", "params", "train_seconds", "stop_reason", "best", "final")
 
 
 @dataclass
@@ -108,7 +110,66 @@ def ledger_path(lab: Path) -> Path:
     return lab / ".ablab" / "ledger.sqlite"
 
 
-class Ledger:
+# -- baselines and studies (schema version 2) -----------------------------------------------------
+class _StudyStore:
+    """Dated baselines, studies and which runs belong to which (arm, seed) of a study."""
+
+    conn: sqlite3.Connection
+
+    def save_baseline(self, name: str, date: str, config: dict, seeds: list[int], data: dict) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("INSERT INTO baselines (name, date, config, seeds, created_at, data)"
+                              " VALUES (?, ?, ?, ?, datetime('now'), ?)",
+                              (name, date, _dump(config), _dump(seeds), _dump(data)))
+
+    def update_baseline_data(self, name: str, date: str, changes: dict) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("UPDATE baselines SET data = json_patch(data, ?) WHERE name=? AND date=?",
+                              (_dump(changes), name, date))
+
+    def set_current_baseline(self, name: str, date: str) -> None:
+        """Make NAME@DATE the current baseline of its name (exactly one per name)."""
+        with _Transaction(self.conn):
+            self.conn.execute("UPDATE baselines SET data = json_set(data, '$.current', json('false')) WHERE name=?",
+                              (name,))
+            self.conn.execute("UPDATE baselines SET data = json_set(data, '$.current', json('true'))"
+                              " WHERE name=? AND date=?", (name, date))
+
+    def baselines(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, date, config, seeds, created_at, data FROM baselines ORDER BY name, date")
+        return [{"ref": f"{n}@{d}", "name": n, "date": d, "config": json.loads(c), "seeds": json.loads(s),
+                 "created_at": at, **json.loads(data)} for n, d, c, s, at, data in rows]
+
+    def save_study(self, name: str, baseline: str, spec: dict) -> None:
+        """Record a study's spec; a study keeps its baseline and researcher's notes once recorded."""
+        with _Transaction(self.conn):
+            self.conn.execute("INSERT INTO studies (name, baseline, spec, created_at) VALUES (?, ?, ?, datetime('now'))"
+                              " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec", (name, baseline, _dump(spec)))
+
+    def update_study_data(self, name: str, changes: dict) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("UPDATE studies SET data = json_patch(data, ?) WHERE name=?", (_dump(changes), name))
+
+    def studies(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, baseline, spec, created_at, data FROM studies ORDER BY created_at, name")
+        return [{"name": n, "baseline": b, "spec": json.loads(s), "created_at": at, "data": json.loads(d)}
+                for n, b, s, at, d in rows]
+
+    def study(self, name: str) -> dict | None:
+        return next((s for s in self.studies() if s["name"] == name), None)
+
+    def link_study_run(self, study: str, arm: str, seed: int, run_id: str) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("INSERT INTO study_runs (study, arm, seed, run_id) VALUES (?, ?, ?, ?)"
+                              " ON CONFLICT (study, arm, seed) DO UPDATE SET run_id = excluded.run_id",
+                              (study, arm, seed, run_id))
+
+    def study_runs(self, study: str) -> dict[tuple[str, int], str]:
+        rows = self.conn.execute("SELECT arm, seed, run_id FROM study_runs WHERE study=?", (study,))
+        return {(arm, seed): run_id for arm, seed, run_id in rows}
+
+
+class Ledger(_StudyStore):
     def __init__(self, lab: Path, timeout: float = 60.0):
         path = ledger_path(lab)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +265,46 @@ class Ledger:
         with self._write():
             self.conn.execute("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)", (run_id, tag))
 
+    def import_run(self, run: Run, metrics: Iterable[dict], events: Iterable[dict], notes: Iterable[dict],
+                   tags: Iterable[str]) -> bool:
+        """Insert a run from another lab or a bare run directory with everything it holds, as it is
+        (heartbeat, host and pid included), in one transaction; False, changing nothing, when a run
+        with this id is already here."""
+        with self._write():
+            if self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
+                return False
+            self.conn.execute(
+                "INSERT INTO runs (id, name, status, created_at, finished_at, heartbeat, host, pid, config_hash,"
+                " seed, data_fingerprint, code_version, content_key, config, provenance, result)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, run.name, run.status, run.created_at, run.finished_at, run.heartbeat, run.host, run.pid,
+                 run.config_hash, run.seed, run.data_fingerprint, run.code_version, run.content_key,
+                 _dump(run.config), _dump(run.provenance), _dump(run.result)))
+            # The same merge as log_metrics, so a run directory's metrics.jsonl (where a final eval row
+            # repeats the last train step) becomes the rows its training wrote.
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
+                " DO UPDATE SET data = json_patch(data, excluded.data)",
+                [(run.id, row["step"], _dump(row)) for row in metrics])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
+                [(run.id, e["step"], e["kind"], e["time"], _dump(e)) for e in events])
+            self.conn.executemany("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)",
+                                  [(run.id, n["time"], n["text"]) for n in notes])
+            self.conn.executemany("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)",
+                                  [(run.id, tag) for tag in tags])
+        return True
+
     # -- queries ----------------------------------------------------------------------------------
+    def has_run(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table: what a backup, an import or a concurrency check compares."""
+        tables = [name for (name,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {name: self.conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in tables}
+
     def resolve(self, prefix: str) -> str:
         """The full id of the one run whose id starts with `prefix`."""
         ids = [r[0] for r in self.conn.execute(
@@ -223,6 +323,28 @@ class Ledger:
              where: dict[str, Any] | None = None, ids: list[str] | None = None) -> list[Run]:
         """Runs, oldest first, filtered by status (as shown, liveness included), name (glob),
         tag, exact config values (dotted keys) and ids."""
+        rows, tags = self._select("*", status, name, tag, where, ids)
+        runs = [_run_from_row(row, tags.get(row["id"], [])) for row in rows]
+        return [r for r in runs if status is None or r.status == status]
+
+    def summaries(self, status: str | None = None, name: str | None = None, tag: str | None = None,
+                  where: dict[str, Any] | None = None) -> list[dict]:
+        """Filtered like runs(), for listings of thousands of runs: id, name, status (liveness
+        included), created_at, finished_at, seed, tags, and of the result only SUMMARY_RESULT_KEYS.
+        Decoding every run's whole config, provenance and result is most of the time runs() takes."""
+        paths = ", ".join(f"'$.{key}'" for key in SUMMARY_RESULT_KEYS)
+        rows, tags = self._select("id, name, status, created_at, finished_at, seed, host, pid, heartbeat, "
+                                  f"json_extract(result, {paths}) AS summary", status, name, tag, where, None)
+        found = [{"id": row["id"], "name": row["name"],
+                  "status": live_status(row["status"], row["host"], row["pid"], row["heartbeat"]),
+                  "created_at": row["created_at"], "finished_at": row["finished_at"], "seed": row["seed"],
+                  "result": {k: v for k, v in zip(SUMMARY_RESULT_KEYS, json.loads(row["summary"])) if v is not None},
+                  "tags": tags.get(row["id"], [])} for row in rows]
+        return [run for run in found if status is None or run["status"] == status]
+
+    def _select(self, columns: str, status: str | None, name: str | None, tag: str | None,
+                where: dict[str, Any] | None, ids: list[str] | None) -> tuple[list[sqlite3.Row], dict[str, list[str]]]:
+        """One query for the filtered rows (oldest first) and one for all tags."""
         clauses, params = [], []
         if name:
             clauses.append("name GLOB ?")
@@ -239,15 +361,18 @@ class Ledger:
         if status in ("finished", "diverged", "failed"):
             clauses.append("status = ?")
             params.append(status)
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY created_at, id"
+        elif status in ("running", "interrupted"):  # a stored `running` may read interrupted (dead process)
+            clauses.append("status IN ('running', ?)")
+            params.append(status)
+        sql = f"SELECT {columns} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + \
+            " ORDER BY created_at, id"
         self.conn.row_factory = sqlite3.Row
         try:
             rows = self.conn.execute(sql, params).fetchall()
             tags = self._tags([r["id"] for r in rows])
         finally:
             self.conn.row_factory = None
-        runs = [_run_from_row(row, tags.get(row["id"], [])) for row in rows]
-        return [r for r in runs if status is None or r.status == status]
+        return rows, tags
 
     def _tags(self, run_ids: list[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}

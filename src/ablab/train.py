@@ -179,6 +179,20 @@ class Training:
         self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
 
+    def probe(self, steps: int = 3) -> tuple[float, float]:
+        """(median seconds per optimizer step, peak memory MB) over `steps` steps after two warm-up steps,
+        without a record: what a study plan's time and memory estimates rest on."""
+        hardware.reset_peak_memory(self.device)
+        self.model.train()
+        for _ in range(2):  # the first steps pay for lazy initialisation and the allocator
+            self.train_step()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            self.train_step()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times), hardware.peak_memory_mb(self.device)
+
     @torch.no_grad()
     def evaluate(self) -> dict:
         self.model.eval()

@@ -1,0 +1,270 @@
+"""`ablab baseline ...` and `ablab study ...`: parse, call the library, print. Imported by cli only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ablab import baselines, config as config_mod
+from ablab.errors import UserError
+from ablab.lab import find_lab
+from ablab.ledger import Ledger
+
+baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                           help="Dated baselines.\n\nExample: `ablab baseline new main -c config.toml --seeds 0,1,2`")
+study_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                        help="Hypothesis-first studies.\n\nExample: `ablab study plan studies/muon-lr.toml`")
+console = Console()
+LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
+
+
+def _lab(lab: Optional[Path]) -> Path:
+    return lab.resolve() if lab else find_lab()
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r} is not a list of integers; write e.g. --seeds 0,1,2.") from None
+
+
+@baseline_app.command("new")
+def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main."),
+                 overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides."),
+                 config: str = typer.Option(..., "--config", "-c", help="TOML config or preset."),
+                 date: str = typer.Option("", help="YYYY-MM-DD (default: today)."),
+                 seeds: str = typer.Option("0,1,2", help="Seeds every study on it will use."),
+                 lab: Optional[Path] = LabOpt) -> None:
+    """Fix a config on a date as a baseline: writes `baselines/NAME@DATE.toml` and makes it current.
+
+    Example: `ablab baseline new main -c quickstart --seeds 0,1,2`
+    """
+    cfg = config_mod.load(config, list(overrides or []))
+    ref_date = baselines.check_date(date) if date else baselines.today()
+    baselines.parse_ref(f"{name}@{ref_date}")
+    path = baselines.create(_lab(lab), baselines.Baseline(name, ref_date, cfg, _seeds(seeds)))
+    console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
+
+
+@baseline_app.command("run")
+def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional[Path] = LabOpt) -> None:
+    """Train the baseline at each of its seeds (reusing finished runs) and measure its noise floor.
+
+    Example: `ablab baseline run main@2026-11-21`
+    """
+    floor = baselines.run_seeds(_lab(lab), ref, say=console.print)
+    console.print("seed-noise floor (std over seeds): " +
+                  ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
+
+
+@baseline_app.command("list")
+def baseline_list(lab: Optional[Path] = LabOpt) -> None:
+    """Every dated baseline, with its seeds, lineage and noise floor; * marks the current one.
+
+    Example: `ablab baseline list`
+    """
+    table = Table("", "baseline", "seeds", "promoted from", "justified by", "noise floor val_loss")
+    for b in baselines.listing(_lab(lab)):
+        floor = b.get("noise_floor", {}).get("val_loss")
+        table.add_row("*" if b.get("current") else "", b["ref"], ",".join(map(str, b["seeds"])), b.get("parent") or "",
+                      ", ".join(b.get("justified_by") or []), f"{floor:.3g}" if floor is not None else "not run")
+    console.print(table)
+
+
+@baseline_app.command("show")
+def baseline_show(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional[Path] = LabOpt) -> None:
+    """Print a baseline's file: its seeds, lineage and full config.
+
+    Example: `ablab baseline show main@2026-11-21`
+    """
+    baselines.load(_lab(lab), ref)
+    console.print(baselines.baseline_path(_lab(lab), ref).read_text(encoding="utf-8"), markup=False)
+
+
+@baseline_app.command("diff")
+def baseline_diff(ref_a: str, ref_b: str, lab: Optional[Path] = LabOpt) -> None:
+    """The config keys that differ between two baselines.
+
+    Example: `ablab baseline diff main@2026-11-01 main@2026-11-21`
+    """
+    a, b = baselines.load(_lab(lab), ref_a), baselines.load(_lab(lab), ref_b)
+    changes = config_mod.diff(a.config, b.config)
+    for key, old, new in changes:
+        console.print(f"{key}: {old!r} -> {new!r}", markup=False)
+    if not changes:
+        console.print("no config differences")
+
+
+@baseline_app.command("promote")
+def baseline_promote(study: str = typer.Argument(..., help="Study name."),
+                     arm: str = typer.Option(..., "--arm", help="The arm to adopt."),
+                     date: str = typer.Option("", help="Date of the new baseline (default: today)."),
+                     lab: Optional[Path] = LabOpt) -> None:
+    """Make the next dated baseline: the study's baseline plus one arm's changes.
+
+    Example: `ablab baseline promote muon-lr --arm "optim.lr=0.04"`
+    """
+    with Ledger(_lab(lab)) as ledger:
+        record = ledger.study(study)
+    if record is None:
+        raise UserError(f"No study '{study}' in this lab; run it first with `ablab study run FILE`.")
+    arms = record["spec"]["arms"]
+    if arm not in arms or arm == "baseline":
+        raise UserError(f"Study {study} has no arm '{arm}'; choose one of: {', '.join(a for a in arms if a != 'baseline')}.")
+    previous = baselines.load(_lab(lab), record["baseline"])
+    new = baselines.promote(_lab(lab), previous, arms[arm], study,
+                            baselines.check_date(date) if date else baselines.today())
+    console.print(f"promoted {new.ref} = {previous.ref} + {arms[arm]} (justified by study {study}); it is now current")
+
+
+@study_app.command("new")
+def study_new(name: str = typer.Argument(..., help="Study name."),
+              baseline: str = typer.Option("main@YYYY-MM-DD", help="The dated baseline it runs against."),
+              lab: Optional[Path] = LabOpt) -> None:
+    """Write a commented study template to `studies/NAME.toml`.
+
+    Example: `ablab study new muon-lr --baseline main@2026-11-21`
+    """
+    from ablab.study import TEMPLATE
+
+    path = _lab(lab) / "studies" / f"{name}.toml"
+    if path.exists():
+        raise UserError(f"{path} already exists; pick another name or edit that file.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TEMPLATE.format(name=name, date=baselines.today(), baseline=baseline, path=path), encoding="utf-8")
+    console.print(f"wrote {path}; fill in the question and hypothesis, then `ablab study plan {path}`")
+
+
+def print_plan(plan) -> None:
+    spec = plan.spec
+    console.print(f"[bold]{spec.name}[/bold]: {spec.question}")
+    console.print(f"prediction: {spec.prediction.metric} ({spec.prediction.read_at}) {spec.prediction.direction}s by "
+                  f">= {spec.prediction.min_effect:g}; baseline {spec.baseline}; axis {spec.axis}, budget "
+                  f"{spec.budget:,g}; seeds {spec.seeds}")
+    table = Table("arm", "changes against the baseline", "steps", "tokens/run", "runs", "est. time", "peak MB")
+    for row in plan.rows:
+        changes = "\n".join(f"{k}: {a!r} -> {b!r}" for k, a, b in row.diff if not k.startswith("train.max_")) or "—"
+        est = f"{row.est_seconds / 60:.1f} min" if row.est_seconds is not None else "?"
+        table.add_row(row.arm.name, changes, f"{row.steps:,}" if row.steps else "time-bound",
+                      f"{row.tokens:,}" if row.tokens else "—", str(row.runs), est,
+                      f"{row.peak_memory_mb:.0f}" if row.peak_memory_mb else "?")
+    console.print(table)
+    frozen = ", ".join(f"{k}={v}" for k, v in plan.frozen.items())
+    console.print(f"frozen: {frozen}", markup=False)
+    total = f"{plan.est_seconds / 60:.1f} min" if plan.est_seconds is not None else "unknown"
+    console.print(f"{plan.total_runs} runs (finished ones are reused), estimated {total} of training")
+
+
+@study_app.command("plan")
+def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
+               probe: bool = typer.Option(True, help="Measure step time and memory with a few real steps."),
+               lab: Optional[Path] = LabOpt) -> None:
+    """Verify a study before it runs: each arm as a diff, the frozen rest, tokens, steps, time, memory.
+
+    Example: `ablab study plan studies/muon-lr.toml`
+    """
+    from ablab.study_runner import make_plan
+
+    print_plan(make_plan(_lab(lab), file, probe=probe))
+
+
+@study_app.command("run")
+def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
+              yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
+              lab: Optional[Path] = LabOpt) -> None:
+    """Show the plan, confirm, run every arm over every seed (reusing finished runs), write the sheet.
+
+    Example: `ablab study run studies/muon-lr.toml --yes`
+    """
+    from ablab.sheets import write_sheet
+    from ablab.study_runner import make_plan, run_study
+
+    plan = make_plan(_lab(lab), file)
+    print_plan(plan)
+    if not yes and not typer.confirm("Run this study?"):
+        raise typer.Exit(1)
+    state = run_study(_lab(lab), plan, say=console.print)
+    sheet = write_sheet(_lab(lab), plan.spec.name)
+    _print_verdicts(_lab(lab), plan.spec.name)
+    console.print(f"sheet: {sheet}")
+    if state == "interrupted":
+        console.print(f"interrupted; run `ablab study run {file}` again to finish only what is missing")
+        raise typer.Exit(130)
+
+
+def _print_verdicts(lab: Path, name: str) -> None:
+    from ablab.study_runner import analyze
+
+    _, results, floor = analyze(lab, name)
+    for r in results:
+        if r.verdict is not None:
+            console.print(f"{r.arm}: [bold]{r.verdict.outcome}[/bold] — {r.verdict.rule}")
+
+
+@study_app.command("status")
+def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optional[Path] = LabOpt) -> None:
+    """Progress per arm and seed: run id, status and the prediction's metric.
+
+    Example: `ablab study status muon-lr`
+    """
+    from ablab.study_runner import metric_value, status
+
+    record, cells = status(_lab(lab), name)
+    spec = record["spec"]
+    table = Table("arm", *[f"seed {s}" for s in spec["seeds"]])
+    for arm in spec["arms"]:
+        row = []
+        for seed in spec["seeds"]:
+            run = cells[(arm, seed)]
+            value = metric_value(run, spec["metric"], spec["read_at"])
+            row.append("missing" if run is None else f"{run.id} {run.status}" + (f" {value:.4f}" if value == value else ""))
+        table.add_row(arm, *row)
+    console.print(table)
+    _print_verdicts(_lab(lab), name)
+
+
+@study_app.command("conclude")
+def study_conclude(name: str = typer.Argument(..., help="Study name."),
+                   interpretation: str = typer.Option("", help="What actually happened, in your words."),
+                   decision: str = typer.Option("", help="What you adopt going forward."),
+                   follow_up: str = typer.Option("", "--follow-up", help="What remains unclear."),
+                   lab: Optional[Path] = LabOpt) -> None:
+    """Write the researcher's part of the sheet (kept when the sheet is regenerated); $EDITOR without options.
+
+    Example: `ablab study conclude muon-lr --decision "adopt lr 0.04"`
+    """
+    from ablab.sheets import write_sheet
+
+    notes = {"interpretation": interpretation, "decision": decision, "follow_up": follow_up}
+    if not any(notes.values()):
+        notes = _edit_in_editor(name)
+    with Ledger(_lab(lab)) as ledger:
+        if ledger.study(name) is None:
+            raise UserError(f"No study '{name}' in this lab; run it first with `ablab study run FILE`.")
+        ledger.update_study_data(name, {"conclusion": {k: v for k, v in notes.items() if v}})
+    console.print(f"sheet: {write_sheet(_lab(lab), name)}")
+
+
+def _edit_in_editor(name: str) -> dict[str, str]:
+    editor = os.environ.get("EDITOR")
+    if not editor:
+        raise UserError("Set $EDITOR, or pass --interpretation, --decision and --follow-up.")
+    sections = ("interpretation", "decision", "follow_up")
+    with tempfile.NamedTemporaryFile("w+", suffix=".md", delete=False) as f:
+        f.write("".join(f"## {s}\n\n" for s in sections))
+    subprocess.run([*editor.split(), f.name], check=False)
+    text = Path(f.name).read_text(encoding="utf-8")
+    parts = {}
+    for block in text.split("## ")[1:]:
+        head, _, body = block.partition("\n")
+        if head.strip() in sections:
+            parts[head.strip()] = body.strip()
+    return parts

@@ -1,0 +1,183 @@
+"""Plan, run and judge a study: the verification view, every arm over the same seeds, a verdict.
+
+Runs go through ablab.train, so a finished run with the same content key is reused (the baseline's
+own runs included) and an interrupted one is resumed; re-running a study trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ablab import baselines, config as config_mod, stats
+from ablab.config import Config
+from ablab.errors import UserError
+from ablab.ledger import Ledger
+from ablab.study import BASELINE_ARM, Arm, StudySpec, arms, check, parse, planned_steps
+from ablab.train import Outcome, Training, resume_run, start_run
+
+
+@dataclass
+class PlanRow:
+    arm: Arm
+    diff: list[tuple[str, Any, Any]]  # (key, baseline value, arm value)
+    steps: int | None
+    tokens: int | None
+    runs: int
+    seconds_per_step: float | None = None
+    peak_memory_mb: float | None = None
+
+    @property
+    def est_seconds(self) -> float | None:
+        cfg = self.arm.config
+        if cfg.train.max_seconds and not self.steps:
+            return cfg.train.max_seconds * self.runs
+        if self.seconds_per_step is None or self.steps is None:
+            return None
+        return self.seconds_per_step * self.steps * self.runs
+
+
+@dataclass
+class Plan:
+    spec: StudySpec
+    baseline: baselines.Baseline
+    rows: list[PlanRow]
+    frozen: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(r.runs for r in self.rows)
+
+    @property
+    def est_seconds(self) -> float | None:
+        parts = [r.est_seconds for r in self.rows]
+        return None if any(p is None for p in parts) else sum(parts)
+
+
+def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
+    """Load the study and its baseline, expand and check the arms, and (with `probe`) measure
+    each arm's step time and peak memory with a few real training steps."""
+    spec = parse(spec_path)
+    baseline = baselines.load(lab, spec.baseline)
+    study_arms = arms(spec, baseline)
+    check(spec, baseline, study_arms)
+    rows = []
+    for arm in study_arms:
+        steps = planned_steps(arm.config)
+        tokens = steps * arm.config.tokens_per_step if steps is not None else None
+        diff = config_mod.diff(study_arms[0].config, arm.config)
+        rows.append(PlanRow(arm, diff, steps, tokens, len(spec.seeds)))
+        if probe:
+            rows[-1].seconds_per_step, rows[-1].peak_memory_mb = Training(arm.config).probe()
+    cosmetic = config_mod.cosmetic_keys() | set(spec.variables) | {"seed", "train.max_steps", "train.max_tokens",
+                                                                   "train.max_seconds"}
+    frozen = {k: v for k, v in config_mod.flatten(study_arms[0].config).items() if k not in cosmetic}
+    return Plan(spec, baseline, rows, frozen)
+
+
+def with_seed(cfg: Config, seed: int, name: str) -> Config:
+    return config_mod.replace(cfg, {"seed": seed, "name": name})
+
+
+def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | None = None,
+              say: Callable[[str], None] = print) -> str:
+    """Train every (seed, arm) that is not finished yet, seeds outermost so that an interrupted
+    study already holds complete pairs. Returns 'finished' or 'interrupted'."""
+    spec = plan.spec
+    with Ledger(lab) as ledger:
+        ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
+    for seed in spec.seeds:
+        for row in plan.rows:
+            outcome = _run_one(lab, spec.name, row.arm, seed, progress_for)
+            if outcome is None:
+                continue
+            say(f"{row.arm.name} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
+            if outcome.status == "interrupted":
+                return "interrupted"
+    return "finished"
+
+
+def _run_one(lab: Path, study: str, arm: Arm, seed: int, progress_for) -> Outcome | None:
+    """Run (or resume, or reuse) one arm at one seed; None if the study already has it finished."""
+    with Ledger(lab) as ledger:
+        linked = ledger.study_runs(study).get((arm.name, seed))
+        run = ledger.runs(ids=[linked])[0] if linked and ledger.has_run(linked) else None
+    progress = progress_for(arm.name, seed) if progress_for else None
+    if run is not None and run.status in ("finished", "diverged"):
+        return None
+    if run is not None and run.status == "interrupted":
+        outcome = resume_run(lab, run.id, progress)
+    else:
+        outcome = start_run(with_seed(arm.config, seed, f"{study}/{arm.name}"), lab, progress)
+    with Ledger(lab) as ledger:
+        ledger.link_study_run(study, arm.name, seed, outcome.run_id)
+    return outcome
+
+
+def _spec_record(plan: Plan) -> dict:
+    spec = plan.spec
+    return {"name": spec.name, "category": spec.category, "date": spec.date, "question": spec.question,
+            "mechanism": spec.mechanism, "prediction": spec.prediction_text, "falsification": spec.falsification,
+            "metric": spec.prediction.metric, "direction": spec.prediction.direction,
+            "min_effect": spec.prediction.min_effect, "read_at": spec.prediction.read_at,
+            "variables": spec.variables, "axis": spec.axis, "budget": spec.budget, "seeds": spec.seeds,
+            "expected": spec.expected, "arms": {r.arm.name: r.arm.changes for r in plan.rows},
+            "frozen": plan.frozen,
+            "path": str(spec.path) if spec.path else None}
+
+
+def status(lab: Path, name: str) -> tuple[dict, dict[tuple[str, int], Any]]:
+    """(the study's record, {(arm, seed): Run or None}) for every arm and seed of the study."""
+    with Ledger(lab) as ledger:
+        record = ledger.study(name)
+        if record is None:
+            known = ", ".join(s["name"] for s in ledger.studies()) or "none yet"
+            raise UserError(f"No study '{name}' in this lab (known: {known}); start it with `ablab study run FILE`.")
+        links = ledger.study_runs(name)
+        runs = {r.id: r for r in ledger.runs(ids=list(links.values()))} if links else {}
+    spec = record["spec"]
+    cells = {(arm, seed): runs.get(links.get((arm, seed))) for arm in spec["arms"] for seed in spec["seeds"]}
+    return record, cells
+
+
+def metric_value(run, metric: str, read_at: str) -> float:
+    """The prediction's metric of one run; NaN when the run has not finished (or diverged)."""
+    if run is None or run.status != "finished":
+        return math.nan
+    if read_at == "best" and metric == "val_loss":
+        value = run.result.get("best", {}).get("val_loss")
+    else:
+        value = run.result.get("final", {}).get(metric)
+    return math.nan if value is None else float(value)
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    changes: dict
+    values: list[float]  # the metric per seed (NaN where missing)
+    summary: stats.Summary
+    comparison: stats.Paired | None = None
+    verdict: stats.Verdict | None = None
+
+
+def analyze(lab: Path, name: str) -> tuple[dict, list[ArmResult], float]:
+    """(study record, per-arm results with paired comparisons and verdicts, baseline noise floor)."""
+    record, cells = status(lab, name)
+    spec = record["spec"]
+    metric, read_at, seeds = spec["metric"], spec["read_at"], spec["seeds"]
+    values = {arm: [metric_value(cells[(arm, s)], metric, read_at) for s in seeds] for arm in spec["arms"]}
+    base = values[BASELINE_ARM]
+    floor = stats.noise_floor([v for v in base if not math.isnan(v)])
+    results = []
+    for arm, changes in spec["arms"].items():
+        present = [v for v in values[arm] if not math.isnan(v)]
+        result = ArmResult(arm, changes, values[arm], stats.summarize(present) if present else None)
+        pairs = [(a, b) for a, b in zip(values[arm], base) if not (math.isnan(a) or math.isnan(b))]
+        if arm != BASELINE_ARM and len(pairs) >= 2:
+            result.comparison = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
+            result.verdict = stats.verdict(result.comparison, spec["direction"], spec["min_effect"], floor)
+        results.append(result)
+    return record, results, floor
