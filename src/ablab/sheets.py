@@ -60,6 +60,11 @@ def _verdicts(results: list[ArmResult], spec: dict, floor: float) -> list[str]:
              f"{spec['min_effect']:g} against the baseline; seed-noise floor of the baseline: "
              f"{floor:.3g} (std over its seeds).", ""]
     for r in results:
+        if r.summary is not None and r.summary.n >= 2:
+            lines.append(f"- {r.arm}: {spec['metric']} mean {r.summary.mean:.4f}, std {r.summary.std:.3g}, "
+                         f"95% CI {r.summary.ci_low:.4f} to {r.summary.ci_high:.4f} over {r.summary.n} seeds.")
+    lines.append("")
+    for r in results:
         if r.arm == BASELINE_ARM:
             continue
         if r.verdict is None:
@@ -101,7 +106,9 @@ def write_sheet(lab: Path, name: str) -> Path:
         "MFU, peak memory, global gradient norm, NaN/divergence events, loss spikes.", "",
         "## 7. Expected Outcomes", "", spec.get("expected") or "_(none written before running)_", "",
         "## 8. Results", "", "### Raw Observations", "", *_observations(cells), "",
-        "### Quantitative Summary", "", *_results_table(spec, cells, spec["category"] == "memory"), "",
+        "### Quantitative Summary", "", *_results_table(spec, cells, memory=False), "",
+        *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), ""]
+          if spec["category"] == "memory" else []),
         "### Verdict", "", *_verdicts(results, spec, floor), "", *[f"![{p.stem}]({p.name})" for p in plots], "",
         "## 9. Interpretation", "", notes.get("interpretation") or RESEARCHER.format(name=name), "",
         "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "",

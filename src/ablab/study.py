@@ -50,7 +50,7 @@ read_at = "final"             # final | best (val_loss only)
 [design]
 baseline = "{baseline}"
 axis = "tokens"               # tokens | steps | wall_clock: what every run gets equally
-budget = 1_000_000            # tokens, steps or seconds per run, on that axis
+budget = 409_600              # tokens, steps or seconds per run, on that axis
 seeds = [0, 1, 2]             # every arm runs every seed; the baseline's runs are reused
 variables = {{ "optim.lr" = [0.04] }}   # key = [values]; arms are their grid (mode = "zip" pairs them)
 # Or name each arm instead of variables:
