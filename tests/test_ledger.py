@@ -48,6 +48,16 @@ def snapshot(lab: Path) -> list:
                 for run in ledger.runs()]
 
 
+def runs_json(lab: Path) -> str:
+    """`ablab runs --format json` of `lab`, in this process."""
+    from typer.testing import CliRunner
+
+    from ablab.cli import app
+    result = CliRunner().invoke(app, ["runs", "--format", "json", "--lab", str(lab)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def fake_run(run_id: str, worker: int = 0, status: str = "running", d_model: int = 64) -> Run:
     config = {"seed": worker, "model": {"d_model": d_model, "n_layers": 2}}
     return Run(id=run_id, name=f"w{worker}", status=status, created_at=now_iso(), finished_at=None,
@@ -85,6 +95,7 @@ def test_export_then_import_gives_the_same_ledger_and_importing_twice_changes_no
     assert sorted(first.imported) == ids and first.already_present == []
     assert snapshot(target) == snapshot(source_lab)
     assert [r.tags for r in Ledger(target).runs()] == [["baseline"], ["wip"]]
+    assert runs_json(target) == runs_json(source_lab) and len(json.loads(runs_json(target))) == 2
     for run_id in ids:
         for name in ("config.json", "result.json", "metrics.jsonl", "provenance.json"):
             assert (runs_root(target) / run_id / name).read_bytes() == (runs_root(source_lab) / run_id / name).read_bytes()
@@ -93,7 +104,7 @@ def test_export_then_import_gives_the_same_ledger_and_importing_twice_changes_no
     again = import_runs(target, [archive, runs_root(source_lab)])
     assert again.imported == [] and sorted(again.already_present) == sorted(ids * 2)
     assert Ledger(target).row_counts() == counts
-    assert snapshot(target) == snapshot(source_lab)
+    assert snapshot(target) == snapshot(source_lab) and runs_json(target) == runs_json(source_lab)
 
 
 def test_export_with_checkpoints_carries_them_and_a_resume_can_use_them(source_lab, tmp_path):
