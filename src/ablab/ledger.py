@@ -151,7 +151,7 @@ class _StudyStore:
             self.conn.execute("UPDATE studies SET data = json_patch(data, ?) WHERE name=?", (_dump(changes), name))
 
     def studies(self) -> list[dict]:
-        rows = self.conn.execute("SELECT name, baseline, spec, created_at, data FROM studies ORDER BY created_at, name")
+        rows = self.conn.execute("SELECT name, baseline, spec, created_at, data FROM studies ORDER BY created_at, rowid")
         return [{"name": n, "baseline": b, "spec": json.loads(s), "created_at": at, "data": json.loads(d)}
                 for n, b, s, at, d in rows]
 
@@ -365,7 +365,7 @@ class Ledger(_StudyStore):
             clauses.append("status IN ('running', ?)")
             params.append(status)
         sql = f"SELECT {columns} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + \
-            " ORDER BY created_at, id"
+            " ORDER BY created_at, rowid"  # rowid: insertion order within a second
         self.conn.row_factory = sqlite3.Row
         try:
             rows = self.conn.execute(sql, params).fetchall()
@@ -395,7 +395,7 @@ class Ledger(_StudyStore):
     def find_finished(self, content_key: str) -> Run | None:
         """The newest finished run with this content key, if any."""
         row = self.conn.execute("SELECT id FROM runs WHERE content_key=? AND status='finished'"
-                                " ORDER BY created_at DESC LIMIT 1", (content_key,)).fetchone()
+                                " ORDER BY created_at DESC, rowid DESC LIMIT 1", (content_key,)).fetchone()
         return self.runs(ids=[row[0]])[0] if row else None
 
 
