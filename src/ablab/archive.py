@@ -123,7 +123,9 @@ def import_runs(lab: Path, sources: list[Path]) -> ImportReport:
 def _run_folders(source: Path) -> list[Path]:
     if (source / "config.json").is_file():
         return [source]
-    children = sorted(p for p in source.iterdir() if (p / "config.json").is_file())
+    # Oldest first, as the source ledger listed them, so the imported rows list in the same order.
+    children = sorted((p for p in source.iterdir() if (p / "config.json").is_file()),
+                      key=lambda p: (str(_read_json(p / "result.json").get("created_at", "")), p.name))
     if not children:
         raise UserError(f"{source} is not a run directory (it has no config.json, nor do its subfolders); "
                         "pass .ablab/runs/<id> folders or an archive written by `ablab export`.")

@@ -37,7 +37,8 @@ STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """UTC time to the microsecond, so that runs created in the same second still sort in order."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
