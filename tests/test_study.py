@@ -25,7 +25,7 @@ def lab(tmp_path_factory) -> Path:
 
 
 def write_study(lab: Path, name: str, design: str, direction: str = "decrease", seeds: str = "[0, 1, 2]",
-                budget: int = 20480, axis: str = "tokens") -> Path:
+                budget: int = 20480, axis: str = "tokens", read_at: str = "final") -> Path:
     path = lab / "studies" / f"{name}.toml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(f'''[meta]
@@ -41,6 +41,7 @@ falsification = "f"
 metric = "val_loss"
 direction = "{direction}"
 min_effect = 0.01
+read_at = "{read_at}"
 [design]
 baseline = "{BASE}"
 axis = "{axis}"
@@ -112,6 +113,19 @@ def test_verdicts_follow_the_evidence(lab):
     with Ledger(lab) as ledger:  # the second study reused the first's runs (same content keys)
         links = [ledger.study_runs(n) for n in ("tiny-lr-up", "tiny-lr-down")]
     assert links[0] == links[1]
+
+
+def test_the_prediction_can_be_read_at_a_token_count(lab):
+    path = write_study(lab, "early", 'variables = { "model.d_ff" = [96] }', seeds="[0, 1]", read_at="tokens:10240")
+    run_study(lab, make_plan(lab, path, probe=False), say=lambda s: None)
+    _, results, _ = analyze(lab, "early")
+    with Ledger(lab) as ledger:
+        links = ledger.study_runs("early")
+        at_step_10 = [next(r["val_loss"] for r in ledger.metrics(links[("baseline", seed)]) if r["step"] == 10)
+                      for seed in (0, 1)]
+    assert results[0].values == at_step_10  # eval every 10 steps of 1,024 tokens: step 10 is token 10,240
+    final = [ledger.run(links[("baseline", seed)]).final["val_loss"] for seed in (0, 1)]
+    assert results[0].values != final
 
 
 def test_interrupted_study_finishes_only_what_is_missing(lab):

@@ -219,12 +219,13 @@ def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optio
 
     record, cells = status(_lab(lab), name)
     spec = record["spec"]
+    ledger = Ledger(_lab(lab))
     table = Table("arm", *[f"seed {s}" for s in spec["seeds"]])
     for arm in spec["arms"]:
         row = []
         for seed in spec["seeds"]:
             run = cells[(arm, seed)]
-            value = metric_value(run, spec["metric"], spec["read_at"])
+            value = metric_value(run, spec["metric"], spec["read_at"], ledger)
             row.append("missing" if run is None else f"{run.id} {run.status}" + (f" {value:.4f}" if value == value else ""))
         table.add_row(arm, *row)
     console.print(table)

@@ -9,6 +9,7 @@ tokens under the equal-tokens axis, no seeds) with one sentence each.
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ falsification = "What would you see if the hypothesis is wrong?"
 metric = "val_loss"           # val_loss | val_bpb | val_ppl | train_loss | tokens_per_s | peak_memory_mb | mfu
 direction = "decrease"        # decrease | increase
 min_effect = 0.01             # the smallest change that would matter to you
-read_at = "final"             # final | best (val_loss only)
+read_at = "final"             # final | best (val_loss only) | tokens:N (first evaluation at N tokens or more)
 
 [design]
 baseline = "{baseline}"
@@ -68,7 +69,7 @@ class Prediction:
     metric: str = "val_loss"
     direction: str = "decrease"
     min_effect: float = 0.0
-    read_at: str = "final"  # final | best
+    read_at: str = "final"  # final | best | tokens:N
 
 
 @dataclass
@@ -161,8 +162,9 @@ def _check_prediction(p: Prediction, where: str) -> None:
         raise UserError(f"In {where}, hypothesis.metric must be one of {', '.join(METRICS)}, not {p.metric!r}.")
     if p.direction not in DIRECTIONS:
         raise UserError(f"In {where}, hypothesis.direction must be 'decrease' or 'increase', not {p.direction!r}.")
-    if p.read_at not in ("final", "best"):
-        raise UserError(f"In {where}, hypothesis.read_at must be 'final' or 'best', not {p.read_at!r}.")
+    if p.read_at not in ("final", "best") and not re.fullmatch(r"tokens:\d+", p.read_at.replace("_", "")):
+        raise UserError(f"In {where}, hypothesis.read_at must be 'final', 'best' or 'tokens:N' (e.g. tokens:500000), "
+                        f"not {p.read_at!r}.")
     if p.min_effect < 0:
         raise UserError(f"In {where}, hypothesis.min_effect is a size, so it must be zero or positive.")
 

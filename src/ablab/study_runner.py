@@ -142,11 +142,16 @@ def status(lab: Path, name: str) -> tuple[dict, dict[tuple[str, int], Any]]:
     return record, cells
 
 
-def metric_value(run, metric: str, read_at: str) -> float:
-    """The prediction's metric of one run; NaN when the run has not finished (or diverged)."""
+def metric_value(run, metric: str, read_at: str, ledger: Ledger | None = None) -> float:
+    """The prediction's metric of one run (final, best, or at the first logged row at or past
+    `tokens:N`); NaN when the run has not finished (or diverged) or never logged it."""
     if run is None or run.status != "finished":
         return math.nan
-    if read_at == "best" and metric == "val_loss":
+    if read_at.startswith("tokens:"):
+        threshold = int(read_at.split(":", 1)[1].replace("_", ""))
+        rows = (ledger.metrics(run.id) if ledger else [])
+        value = next((r[metric] for r in rows if r.get("tokens", 0) >= threshold and metric in r), None)
+    elif read_at == "best" and metric == "val_loss":
         value = run.result.get("best", {}).get("val_loss")
     else:
         value = run.result.get("final", {}).get(metric)
@@ -168,7 +173,8 @@ def analyze(lab: Path, name: str) -> tuple[dict, list[ArmResult], float]:
     record, cells = status(lab, name)
     spec = record["spec"]
     metric, read_at, seeds = spec["metric"], spec["read_at"], spec["seeds"]
-    values = {arm: [metric_value(cells[(arm, s)], metric, read_at) for s in seeds] for arm in spec["arms"]}
+    with Ledger(lab) as ledger:
+        values = {arm: [metric_value(cells[(arm, s)], metric, read_at, ledger) for s in seeds] for arm in spec["arms"]}
     base = values[BASELINE_ARM]
     floor = stats.noise_floor([v for v in base if not math.isnan(v)])
     results = []
