@@ -123,8 +123,8 @@ def test_the_prediction_can_be_read_at_a_token_count(lab):
         links = ledger.study_runs("early")
         at_step_10 = [next(r["val_loss"] for r in ledger.metrics(links[("baseline", seed)]) if r["step"] == 10)
                       for seed in (0, 1)]
+        final = [ledger.run(links[("baseline", seed)]).final["val_loss"] for seed in (0, 1)]
     assert results[0].values == at_step_10  # eval every 10 steps of 1,024 tokens: step 10 is token 10,240
-    final = [ledger.run(links[("baseline", seed)]).final["val_loss"] for seed in (0, 1)]
     assert results[0].values != final
 
 
