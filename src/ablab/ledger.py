@@ -22,60 +22,8 @@ from typing import Any, Iterable
 
 from ablab.errors import UserError
 
-SCHEMA_V1 = """
-CREATE TABLE runs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    finished_at TEXT,
-    heartbeat REAL,              -- unix time of the last sign of life
-    host TEXT, pid INTEGER,      -- where the training process runs
-    config_hash TEXT NOT NULL, seed INTEGER NOT NULL,
-    data_fingerprint TEXT, code_version TEXT,
-    content_key TEXT,            -- (config hash, seed, data fingerprint, code version)
-    config TEXT NOT NULL,        -- JSON
-    provenance TEXT NOT NULL DEFAULT '{}',
-    result TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX runs_content_key ON runs (content_key);
-CREATE TABLE metrics (
-    run_id TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL,
-    time TEXT NOT NULL, data TEXT NOT NULL,
-    UNIQUE (run_id, step, kind, time)
-);
-CREATE INDEX events_run ON events (run_id);
-CREATE TABLE notes (
-    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, time TEXT NOT NULL, text TEXT NOT NULL,
-    UNIQUE (run_id, time, text)
-);
-CREATE TABLE tags (run_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (run_id, tag)) WITHOUT ROWID;
-"""
+from ablab.ledger_schema import MIGRATIONS, SCHEMA_V1, SCHEMA_V2, SCHEMA_VERSION  # noqa: F401 (re-exported)
 
-# Version 2 makes room for the studies layer: dated baselines and studies, and which runs are theirs.
-SCHEMA_V2 = """
-CREATE TABLE baselines (
-    name TEXT NOT NULL, date TEXT NOT NULL, config TEXT NOT NULL, seeds TEXT NOT NULL,
-    created_at TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (name, date)
-);
-CREATE TABLE studies (
-    name TEXT PRIMARY KEY, baseline TEXT NOT NULL, spec TEXT NOT NULL,
-    created_at TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE study_runs (
-    study TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL, run_id TEXT NOT NULL,
-    PRIMARY KEY (study, arm, seed)
-);
-CREATE INDEX runs_status ON runs (status);
-"""
-
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2]  # MIGRATIONS[i] takes a ledger from version i to i + 1
-SCHEMA_VERSION = len(MIGRATIONS)
 STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
 # The parts of a run's result that Ledger.summaries returns (what `ablab runs` lists and sorts by).
 SUMMARY_RESULT_KEYS = ("steps", "tokens_seen", "params", "train_seconds", "stop_reason", "best", "final")
