@@ -21,6 +21,15 @@ def shared_cache(tmp_path_factory):
         os.environ["ABLAB_CACHE"] = old
 
 
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared real datasets (ABLAB_DATA); tests that need them skip, with the reason, without."""
+    root = os.environ.get("ABLAB_DATA")
+    if not root or not Path(root).is_dir():
+        pytest.skip(f"ABLAB_DATA ({root or 'unset'}) is not a folder; make test points it at ../shared/data")
+    return Path(root)
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `ablab` command line in a child process."""
     return subprocess.run([*ABLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -6,7 +6,6 @@ import functools
 import hashlib
 import http.server
 import json
-import os
 import shutil
 import socket
 import threading
@@ -37,14 +36,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("ABLAB_CACHE", str(tmp_path / "cache"))
     for name in ("ABLAB_MIRROR", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    root = os.environ.get("ABLAB_DATA")
-    if not root or not Path(root).is_dir():
-        pytest.skip(f"ABLAB_DATA ({root or 'unset'}) is not a folder; make test points it at ../shared/data")
-    return Path(root)
 
 
 @pytest.fixture

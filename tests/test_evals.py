@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from pathlib import Path
 
@@ -20,14 +19,6 @@ from ablab.model import GPT
 from ablab.optim import build_optimizer
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz :?\n"
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    root = os.environ.get("ABLAB_DATA")
-    if not root or not Path(root).is_dir():
-        pytest.skip(f"ABLAB_DATA ({root or 'unset'}) is not a folder; make test points it at ../shared/data")
-    return Path(root)
 
 
 def tiny_gpt(vocab_size: int, seq_len: int = 32, init_std: float = 0.02, seed: int = 0) -> GPT:

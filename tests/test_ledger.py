@@ -19,7 +19,8 @@ import pytest
 
 from ablab.archive import export_lab, import_runs
 from ablab.errors import UserError
-from ablab.ledger import SCHEMA_V1, SCHEMA_VERSION, Ledger, Run, ledger_path
+from ablab.ledger import SCHEMA_VERSION, Ledger, Run, ledger_path
+from ablab.ledger_schema import SCHEMA_V1
 from ablab.record import now_iso, runs_root
 from conftest import ABLAB, TINY, run_cli
 

@@ -49,7 +49,7 @@ def baseline_path(lab: Path, ref: str) -> Path:
 
 
 def to_toml(baseline: Baseline) -> str:
-    meta = [f"[baseline]", f'name = "{baseline.name}"', f'date = "{baseline.date}"',
+    meta = ["[baseline]", f'name = "{baseline.name}"', f'date = "{baseline.date}"',
             f"seeds = {baseline.seeds}"]
     if baseline.parent:
         meta.append(f'parent = "{baseline.parent}"')

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablab.errors import UserError
-from ablab.ledger_schema import MIGRATIONS, SCHEMA_V1, SCHEMA_V2, SCHEMA_VERSION  # noqa: F401 (re-exported)
+from ablab.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 
 STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
 # The parts of a run's result that Ledger.summaries returns (what `ablab runs` lists and sorts by).
