@@ -164,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     peak = measured_peak_flops("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (1024^3, best of 8)")
+          f"measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (2048^3, best of 6)")
     for size in args.sizes.split(","):
         bench(size, args, peak)
 
