@@ -12,8 +12,11 @@ step); the reference runs in a plain process. The three are timed in interleaved
 rotating order, so that machine noise hits all of them alike. MFU is against
 the fp32 matmul peak measured here. Target: ablab-as-ref / reference >= 1.0.
 
-Control: ABLAB_BENCH_NO_TUNING=1 runs ablab's contenders without that process setup; the ratio is
-then about 1.0 (1.011 measured), which shows the model code itself adds no overhead.
+Control: ABLAB_BENCH_NO_TUNING=1 runs ablab's contenders without that process setup. The ratio then
+measured 1.011 in one run and 1.274 in another: without the setup, glibc's adaptive mmap threshold
+depends on what the process allocated before (ablab's worker also holds ablab-default), so the
+same arithmetic runs at different speeds. In one process with identical allocator settings the
+two models measured 0.3095 vs 0.3100 s per step: the model code itself adds no overhead.
 
 Run: .venv/bin/python benchmarks/throughput.py [--rounds 5] [--steps 4] [--batch 8] [--vocab 8192]
 """
