@@ -82,11 +82,14 @@ class RunRecord:
     mirrors: list = field(default_factory=list)  # ablab.mirrors objects fed a copy of every metric row
 
     @classmethod
-    def create(cls, lab: Path, cfg: Config, identity: dict[str, Any], ledger: Ledger | None = None) -> "RunRecord":
+    def create(cls, lab: Path, cfg: Config, identity: dict[str, Any], ledger: Ledger | None = None,
+               provenance: tuple[dict, dict[str, str]] | None = None) -> "RunRecord":
         """A new run directory and ledger row. `identity` holds data_fingerprint,
-        tokenizer_fingerprint and the rest of what the run is known by before it trains."""
+        tokenizer_fingerprint and the rest of what the run is known by before it trains;
+        `provenance` is ablab.provenance.collect(lab) when the caller already has it."""
         ledger = ledger or Ledger(lab)
-        provenance, files = collect_provenance(lab)
+        provenance, files = provenance or collect_provenance(lab)
+        provenance = dict(provenance)
         root = runs_root(lab)
         root.mkdir(parents=True, exist_ok=True)
         while True:

@@ -21,14 +21,14 @@ import torch
 
 from ablab import checkpoint, hardware
 from ablab.config import Config
-from ablab.data import BatchSampler, prepare_data, val_batches
+from ablab.data import BatchSampler, PreparedData, prepare_data, val_batches
 from ablab.errors import CheckpointError
 from ablab.model import GPT
 from ablab.optim import build_optimizer, lr_factor, set_lr
 from ablab.config import config_hash
 from ablab.ledger import Ledger
 from ablab.mirrors import make_mirrors
-from ablab.provenance import ABLAB_SOURCE, code_version, git_state
+from ablab.provenance import collect as collect_provenance
 from ablab.record import RunRecord, content_key, now_iso
 
 SPIKE_WINDOW = 50  # steps in the running median a loss spike is measured against
@@ -54,16 +54,17 @@ def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force:
     """Train `cfg` in `lab`, or return the finished run with the same content key (unless `force`).
     `log_to` names mirrors (wandb, mlflow, tensorboard) that get a copy of the metrics."""
     mirrors = make_mirrors(list(log_to))
-    training = Training(cfg)  # data and model first: a config or corpus error leaves no record behind
+    data = prepare_data(cfg.data)  # first: a corpus error leaves no record behind
+    identity = {"data_fingerprint": data.fingerprint, "tokenizer_fingerprint": data.tokenizer.fingerprint}
+    provenance = collect_provenance(lab)
     ledger = Ledger(lab)
-    identity = training.identity()
-    if not force:
-        key = content_key(config_hash(cfg), cfg.seed, identity["data_fingerprint"],
-                          code_version(git_state(ABLAB_SOURCE)[0]))
+    if not force:  # checked before any model is built: a study re-run reuses most of its runs
+        key = content_key(config_hash(cfg), cfg.seed, identity["data_fingerprint"], provenance[0]["code_version"])
         done = ledger.find_finished(key)
         if done is not None:
             return Outcome(done.id, done.status, done.result, reused=True)
-    record = RunRecord.create(lab, cfg, identity, ledger)
+    training = Training(cfg, data)
+    record = RunRecord.create(lab, cfg, identity, ledger, provenance)
     record.start_mirrors(mirrors, lab, cfg)
     training.attach(record, resume=False)
     return training.run(progress)
@@ -82,7 +83,7 @@ def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None, log_t
 
 
 class Training:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, data: PreparedData | None = None):
         self.cfg = cfg
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -90,7 +91,7 @@ class Training:
         if self.device.type == "cpu":
             hardware.keep_freed_memory()
         self.autocast = hardware.autocast_dtype(self.device, cfg.train.precision)
-        self.data = prepare_data(cfg.data)
+        self.data = data or prepare_data(cfg.data)
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model, self.data.tokenizer.vocab_size, cfg.data.seq_len).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -300,10 +301,6 @@ class Training:
             status=status, stop_reason=reason, finished_at=now_iso(), **self.summary(final))
         self.record.log_line(f"run {self.record.run_id} {status} ({reason}) at step {self.loop.step}")
         return Outcome(self.record.run_id, status, result)
-
-    def identity(self) -> dict:
-        """What the run is known by before it trains (part of its provenance and content key)."""
-        return {"data_fingerprint": self.data.fingerprint, "tokenizer_fingerprint": self.data.tokenizer.fingerprint}
 
     def static_facts(self) -> dict:
         return {"params": self.model.n_params(), "non_embedding_params": self.model.n_params(non_embedding=True),
