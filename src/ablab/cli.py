@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ablab import config as config_mod
+from ablab.cli_common import LabOpt, console, lab_dir
 from ablab.cli_runs import runs_app
 from ablab.cli_study import baseline_app, study_app
 from ablab.errors import UserError
-from ablab.lab import find_lab, init_lab, mirror_names
+from ablab.lab import init_lab, mirror_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="ablab: disciplined research on tiny language models.\n\n"
@@ -25,17 +26,11 @@ app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(study_app, name="study")
 app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top-level commands
-console = Console()
 err_console = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file or preset name (quickstart, small, medium, …).")
 OverridesArg = typer.Argument(None, help="Overrides as section.key=value, e.g. model.d_model=256.", show_default=False)
-LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
 LogToOpt = typer.Option("", "--log-to", help="Also mirror metrics to wandb, mlflow and/or tensorboard (comma-separated).")
-
-
-def _lab(lab: Optional[Path]) -> Path:
-    return lab.resolve() if lab else find_lab()
 
 
 @app.command()
@@ -100,7 +95,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
     with _progress() as show:
-        outcome = start_run(cfg, _lab(lab), show, force=force, log_to=mirror_names(_lab(lab), log_to))
+        outcome = start_run(cfg, lab_dir(lab), show, force=force, log_to=mirror_names(lab_dir(lab), log_to))
     if outcome.reused:
         console.print(f"reusing finished run {outcome.run_id}: same config, seed, data and code "
                       "(--force trains it again)")
@@ -117,7 +112,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
     from ablab.train import resume_run
 
     with _progress() as show:
-        outcome = resume_run(_lab(lab), run_id, show, log_to=mirror_names(_lab(lab), log_to))
+        outcome = resume_run(lab_dir(lab), run_id, show, log_to=mirror_names(lab_dir(lab), log_to))
     _report(outcome)
 
 
@@ -135,7 +130,7 @@ def sample(run_id: str = typer.Argument(..., help="Run id."),
     """
     from ablab.sampling import sample as sample_text
 
-    console.print(sample_text(_lab(lab), run_id, prompt, tokens, temperature, top_k or None, seed), markup=False)
+    console.print(sample_text(lab_dir(lab), run_id, prompt, tokens, temperature, top_k or None, seed), markup=False)
 
 
 @app.command()
@@ -169,7 +164,7 @@ def export(run_ids: Optional[List[str]] = typer.Argument(None, help="Runs to exp
     """
     from ablab.archive import export_lab
 
-    r = export_lab(_lab(lab), out, list(run_ids or []), with_checkpoints)
+    r = export_lab(lab_dir(lab), out, list(run_ids or []), with_checkpoints)
     console.print(f"exported {r.runs} runs to {r.path} ({r.bytes / 1e6:.1f} MB)")
     if r.without_directory:
         console.print(f"{len(r.without_directory)} runs had no directory; only their ledger rows went in: "
@@ -185,7 +180,7 @@ def import_(sources: List[Path] = typer.Argument(..., help="Archives from `ablab
     """
     from ablab.archive import import_runs
 
-    r = import_runs(_lab(lab), sources)
+    r = import_runs(lab_dir(lab), sources)
     console.print(f"imported {len(r.imported)} runs, {len(r.already_present)} already present")
 
 
@@ -200,7 +195,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
     """
     from ablab.prune import prune_checkpoints
 
-    r = prune_checkpoints(_lab(lab), dry_run)
+    r = prune_checkpoints(lab_dir(lab), dry_run)
     for run in r.runs:
         if run.removed or run.kept is None:
             kept = run.kept or "nothing: no intact checkpoint, so none removed"

@@ -9,15 +9,9 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from ablab.lab import find_lab
+from ablab.cli_common import LabOpt, console, lab_dir
 
 runs_app = typer.Typer(rich_markup_mode="markdown")
-console = Console()
-LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
-
-
-def _lab(lab: Optional[Path]) -> Path:
-    return lab.resolve() if lab else find_lab()
 
 
 @runs_app.command("runs")
@@ -36,7 +30,7 @@ def runs_(status: Optional[str] = typer.Option(None, help="running, finished, di
     """
     from ablab import runs as runs_mod
 
-    table = runs_mod.list_runs(_lab(lab), status, name, tag, where or [], sort, desc, limit)
+    table = runs_mod.list_runs(lab_dir(lab), status, name, tag, where or [], sort, desc, limit)
     if fmt == "table" and not table.rows:
         console.print("no runs match" if status or name or tag or where else "no runs in this lab yet")
     elif fmt == "table":
@@ -54,7 +48,7 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     """
     from ablab import runs as runs_mod
 
-    _print_sections(runs_mod.show(_lab(lab), run_id))
+    _print_sections(runs_mod.show(lab_dir(lab), run_id))
 
 
 @runs_app.command()
@@ -66,7 +60,7 @@ def diff(run_a: str = typer.Argument(..., help="Run id a."), run_b: str = typer.
     """
     from ablab import runs as runs_mod
 
-    _print_sections(runs_mod.diff(_lab(lab), run_a, run_b))
+    _print_sections(runs_mod.diff(lab_dir(lab), run_a, run_b))
 
 
 @runs_app.command()
@@ -81,7 +75,7 @@ def compare(run_ids: List[str] = typer.Argument(..., help="Run ids."),
     from ablab import runs as runs_mod
     from ablab.plots import plot_curves
 
-    curves, table = runs_mod.compare(_lab(lab), run_ids)
+    curves, table = runs_mod.compare(lab_dir(lab), run_ids)
     plot_curves(curves, out, x)
     _print_table(table)
     console.print(f"wrote {out}", markup=False, highlight=False)
@@ -96,7 +90,7 @@ def note(run_id: str = typer.Argument(..., help="Run id."), text: str = typer.Ar
     """
     from ablab import runs as runs_mod
 
-    console.print(f"noted on {runs_mod.add_note(_lab(lab), run_id, text)}")
+    console.print(f"noted on {runs_mod.add_note(lab_dir(lab), run_id, text)}")
 
 
 @runs_app.command()
@@ -108,7 +102,7 @@ def tag(run_id: str = typer.Argument(..., help="Run id."), tag_name: str = typer
     """
     from ablab import runs as runs_mod
 
-    console.print(f"tagged {runs_mod.add_tag(_lab(lab), run_id, tag_name)} {tag_name}", markup=False)
+    console.print(f"tagged {runs_mod.add_tag(lab_dir(lab), run_id, tag_name)} {tag_name}", markup=False)
 
 
 def _print_table(table) -> None:

@@ -9,24 +9,17 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ablab.cli_common import LabOpt, console, lab_dir
 from ablab import baselines, config as config_mod
 from ablab.errors import UserError
-from ablab.lab import find_lab
 from ablab.ledger import Ledger
 
 baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                            help="Dated baselines.\n\nExample: `ablab baseline new main -c config.toml --seeds 0,1,2`")
 study_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                         help="Hypothesis-first studies.\n\nExample: `ablab study plan studies/muon-lr.toml`")
-console = Console()
-LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
-
-
-def _lab(lab: Optional[Path]) -> Path:
-    return lab.resolve() if lab else find_lab()
 
 
 def _seeds(text: str) -> list[int]:
@@ -50,7 +43,7 @@ def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main.
     cfg = config_mod.load(config, list(overrides or []))
     ref_date = baselines.check_date(date) if date else baselines.today()
     baselines.parse_ref(f"{name}@{ref_date}")
-    path = baselines.create(_lab(lab), baselines.Baseline(name, ref_date, cfg, _seeds(seeds)))
+    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, _seeds(seeds)))
     console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
 
 
@@ -60,7 +53,7 @@ def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional
 
     Example: `ablab baseline run main@2026-11-21`
     """
-    floor = baselines.run_seeds(_lab(lab), ref, say=console.print)
+    floor = baselines.run_seeds(lab_dir(lab), ref, say=console.print)
     console.print("seed-noise floor (std over seeds): " +
                   ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
 
@@ -72,7 +65,7 @@ def baseline_list(lab: Optional[Path] = LabOpt) -> None:
     Example: `ablab baseline list`
     """
     table = Table("", "baseline", "seeds", "promoted from", "justified by", "noise floor val_loss")
-    for b in baselines.listing(_lab(lab)):
+    for b in baselines.listing(lab_dir(lab)):
         floor = b.get("noise_floor", {}).get("val_loss")
         table.add_row("*" if b.get("current") else "", b["ref"], ",".join(map(str, b["seeds"])), b.get("parent") or "",
                       ", ".join(b.get("justified_by") or []), f"{floor:.3g}" if floor is not None else "not run")
@@ -85,8 +78,8 @@ def baseline_show(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optiona
 
     Example: `ablab baseline show main@2026-11-21`
     """
-    baselines.load(_lab(lab), ref)
-    console.print(baselines.baseline_path(_lab(lab), ref).read_text(encoding="utf-8"), markup=False)
+    baselines.load(lab_dir(lab), ref)
+    console.print(baselines.baseline_path(lab_dir(lab), ref).read_text(encoding="utf-8"), markup=False)
 
 
 @baseline_app.command("diff")
@@ -95,7 +88,7 @@ def baseline_diff(ref_a: str, ref_b: str, lab: Optional[Path] = LabOpt) -> None:
 
     Example: `ablab baseline diff main@2026-11-01 main@2026-11-21`
     """
-    a, b = baselines.load(_lab(lab), ref_a), baselines.load(_lab(lab), ref_b)
+    a, b = baselines.load(lab_dir(lab), ref_a), baselines.load(lab_dir(lab), ref_b)
     changes = config_mod.diff(a.config, b.config)
     for key, old, new in changes:
         console.print(f"{key}: {old!r} -> {new!r}", markup=False)
@@ -112,15 +105,15 @@ def baseline_promote(study: str = typer.Argument(..., help="Study name."),
 
     Example: `ablab baseline promote muon-lr --arm "optim.lr=0.04"`
     """
-    with Ledger(_lab(lab)) as ledger:
+    with Ledger(lab_dir(lab)) as ledger:
         record = ledger.study(study)
     if record is None:
         raise UserError(f"No study '{study}' in this lab; run it first with `ablab study run FILE`.")
     arms = record["spec"]["arms"]
     if arm not in arms or arm == "baseline":
         raise UserError(f"Study {study} has no arm '{arm}'; choose one of: {', '.join(a for a in arms if a != 'baseline')}.")
-    previous = baselines.load(_lab(lab), record["baseline"])
-    new = baselines.promote(_lab(lab), previous, arms[arm], study,
+    previous = baselines.load(lab_dir(lab), record["baseline"])
+    new = baselines.promote(lab_dir(lab), previous, arms[arm], study,
                             baselines.check_date(date) if date else baselines.today())
     console.print(f"promoted {new.ref} = {previous.ref} + {arms[arm]} (justified by study {study}); it is now current")
 
@@ -135,7 +128,7 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
     """
     from ablab.study import TEMPLATE
 
-    path = _lab(lab) / "studies" / f"{name}.toml"
+    path = lab_dir(lab) / "studies" / f"{name}.toml"
     if path.exists():
         raise UserError(f"{path} already exists; pick another name or edit that file.")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +166,7 @@ def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
     """
     from ablab.study_runner import make_plan
 
-    print_plan(make_plan(_lab(lab), file, probe=probe))
+    print_plan(make_plan(lab_dir(lab), file, probe=probe))
 
 
 @study_app.command("run")
@@ -187,13 +180,13 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
     from ablab.sheets import write_sheet
     from ablab.study_runner import make_plan, run_study
 
-    plan = make_plan(_lab(lab), file)
+    plan = make_plan(lab_dir(lab), file)
     print_plan(plan)
     if not yes and not typer.confirm("Run this study?"):
         raise typer.Exit(1)
-    state = run_study(_lab(lab), plan, say=console.print)
-    sheet = write_sheet(_lab(lab), plan.spec.name)
-    _print_verdicts(_lab(lab), plan.spec.name)
+    state = run_study(lab_dir(lab), plan, say=console.print)
+    sheet = write_sheet(lab_dir(lab), plan.spec.name)
+    _print_verdicts(lab_dir(lab), plan.spec.name)
     console.print(f"sheet: {sheet}")
     if state == "interrupted":
         console.print(f"interrupted; run `ablab study run {file}` again to finish only what is missing")
@@ -217,9 +210,9 @@ def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optio
     """
     from ablab.study_runner import metric_value, status
 
-    record, cells = status(_lab(lab), name)
+    record, cells = status(lab_dir(lab), name)
     spec = record["spec"]
-    ledger = Ledger(_lab(lab))
+    ledger = Ledger(lab_dir(lab))
     table = Table("arm", *[f"seed {s}" for s in spec["seeds"]])
     for arm in spec["arms"]:
         row = []
@@ -229,7 +222,7 @@ def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optio
             row.append("missing" if run is None else f"{run.id} {run.status}" + (f" {value:.4f}" if value == value else ""))
         table.add_row(arm, *row)
     console.print(table)
-    _print_verdicts(_lab(lab), name)
+    _print_verdicts(lab_dir(lab), name)
 
 
 @study_app.command("conclude")
@@ -247,11 +240,11 @@ def study_conclude(name: str = typer.Argument(..., help="Study name."),
     notes = {"interpretation": interpretation, "decision": decision, "follow_up": follow_up}
     if not any(notes.values()):
         notes = _edit_in_editor(name)
-    with Ledger(_lab(lab)) as ledger:
+    with Ledger(lab_dir(lab)) as ledger:
         if ledger.study(name) is None:
             raise UserError(f"No study '{name}' in this lab; run it first with `ablab study run FILE`.")
         ledger.update_study_data(name, {"conclusion": {k: v for k, v in notes.items() if v}})
-    console.print(f"sheet: {write_sheet(_lab(lab), name)}")
+    console.print(f"sheet: {write_sheet(lab_dir(lab), name)}")
 
 
 def _edit_in_editor(name: str) -> dict[str, str]:
