@@ -129,8 +129,25 @@ def test_long_context_is_left_truncated_and_the_continuation_kept():
     (score, _), = loglikelihood(model, tok, [(context, " ending")])
     ids = tok.encode(context + " ending")[-17:]
     assert score == pytest.approx(by_hand(model, ids, len(" ending"))[0], abs=1e-5)
-    with pytest.raises(UserError, match="seq_len"):
-        loglikelihood(model, tok, [("a", " " + "b" * 17)])
+
+
+def test_a_continuation_longer_than_seq_len_is_scored_whole_in_pieces():
+    tok = CharTokenizer(ALPHABET)
+    model = tiny_gpt(tok.vocab_size, seq_len=16, init_std=0.3)
+    context, continuation = "a cat", " sat on the quiet mat by the river"  # 34 tokens: three pieces
+    (score, greedy), = loglikelihood(model, tok, [(context, continuation)])
+    ids = tok.encode(context + continuation)
+    # Each continuation token scored once, with at most 16 tokens of left context: pieces end at
+    # the last 16, then the 16 before, then the first 2 continuation tokens.
+    expected, all_greedy, end, left = 0.0, True, len(ids), len(continuation)
+    while left:
+        n = min(left, 16)
+        part, part_greedy = by_hand(model, ids[max(0, end - 17) : end], n)
+        expected, all_greedy = expected + part, all_greedy and part_greedy
+        end, left = end - n, left - n
+    assert score == pytest.approx(expected, abs=1e-4) and greedy == all_greedy
+    whole_context = by_hand(tiny_gpt(tok.vocab_size, seq_len=64, init_std=0.3), ids, len(continuation))[0]
+    assert score != pytest.approx(whole_context, abs=1e-3)  # the window really is shorter than the text
 
 
 def test_batched_scores_equal_unbatched():

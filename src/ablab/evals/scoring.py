@@ -1,4 +1,4 @@
-"""Score a model on a task by log-likelihood, as lm-evaluation-harness does for these task types.
+"""Score a model on a task, as lm-evaluation-harness does for these task types.
 
     result = evaluate_task(model, tokenizer, TASKS["piqa"], limit=500)
     result.metrics["acc"], result.metrics["acc_stderr"], result.metrics["centered"]
@@ -6,7 +6,11 @@
 Multiple choice: the choice with the highest summed log-probability is the answer (`acc`); `acc_norm`
 divides each sum by the choice's length in characters (the harness's acc_norm). Last word: `acc` is
 the fraction of targets whose every token is the greedy prediction, and `ppl` is lm-eval's
-perplexity, exp(-mean over examples of the target's summed log-probability).
+perplexity, exp(-mean over examples of the target's summed log-probability). Generation: greedy
+decoding until a stop string, scored by SQuAD v1.1's exact match and token F1 (`acc` = exact match).
+
+Examples the tokenizer cannot encode (a char tokenizer meets a character outside its corpus) are
+skipped and counted in `TaskResult.skipped`; the metrics are over the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ablab.data import Tokenizer
-from ablab.errors import UserError
+from ablab.errors import DataError, UserError
+from ablab.evals.generation import bootstrap_stderr, exact_match, generate_until, token_f1
 from ablab.evals.tasks import Example, TaskSpec, load_examples
 
 
@@ -32,6 +37,7 @@ class TaskResult:
     num_fewshot: int
     seed: int
     metrics: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0  # drawn examples left out because the tokenizer cannot encode their text
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,17 +55,24 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[
     return context_ids, whole[len(context_ids):]
 
 
-def _window(context_ids: list[int], continuation_ids: list[int], seq_len: int) -> list[int]:
-    """The last seq_len + 1 tokens: the model reads the first seq_len and predicts the last seq_len."""
+def _windows(context_ids: list[int], continuation_ids: list[int], seq_len: int) -> list[tuple[list[int], int]]:
+    """(window, tokens scored) pieces covering the continuation: each window holds at most
+    seq_len + 1 tokens, the model reads all but the last, and its last `scored` predictions are
+    continuation tokens. A continuation longer than seq_len is scored in consecutive pieces, each
+    token with as much left context as fits (as a rolling log-likelihood is), so a long choice is
+    scored whole instead of refused or cut."""
     if not continuation_ids:
         raise UserError("A continuation encodes to no tokens; give every choice some text.")
     if not context_ids:
         raise UserError("A context encodes to no tokens, so its first continuation token has no "
                         "prediction; give every example a non-empty context.")
-    if len(continuation_ids) > seq_len:
-        raise UserError(f"A continuation of {len(continuation_ids)} tokens does not fit the model's "
-                        f"seq_len {seq_len}; evaluate a model with a longer seq_len or shorten the choices.")
-    return (context_ids + continuation_ids)[-(seq_len + 1):]
+    tokens = context_ids + continuation_ids
+    pieces, end, remaining = [], len(tokens), len(continuation_ids)
+    while remaining:
+        scored = min(remaining, seq_len)
+        pieces.append((tokens[max(0, end - seq_len - 1) : end], scored))
+        end, remaining = end - scored, remaining - scored
+    return pieces
 
 
 @torch.no_grad()
@@ -84,25 +97,30 @@ def _score_batch(model: torch.nn.Module, windows: list[list[int]], n_cont: list[
 def loglikelihood(model: torch.nn.Module, tokenizer: Tokenizer, requests: list[tuple[str, str]],
                   batch_size: int = 16) -> list[tuple[float, bool]]:
     """(sum of log P(continuation | context), whether every continuation token is the argmax) per
-    request, with the context left-truncated so context + continuation fits model.seq_len."""
-    pairs = [encode_pair(tokenizer, ctx, cont) for ctx, cont in requests]
-    windows = [_window(c, k, model.seq_len) for c, k in pairs]
-    n_cont = [len(k) for _, k in pairs]
+    request, with the context left-truncated so context + continuation fits model.seq_len (a longer
+    continuation is scored in pieces, see _windows)."""
+    windows, n_cont, owner = [], [], []
+    for request, (ctx, cont) in enumerate(requests):
+        for window, scored in _windows(*encode_pair(tokenizer, ctx, cont), model.seq_len):
+            windows.append(window)
+            n_cont.append(scored)
+            owner.append(request)
     # Longest first, as lm-eval orders requests, so each batch pads little.
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    results: list[tuple[float, bool]] = [(0.0, False)] * len(windows)
+    totals, greedy = [0.0] * len(requests), [True] * len(requests)
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             scores = _score_batch(model, [windows[i] for i in chunk], [n_cont[i] for i in chunk], device)
-            for i, score in zip(chunk, scores):
-                results[i] = score
+            for i, (total, is_greedy) in zip(chunk, scores):
+                totals[owner[i]] += total
+                greedy[owner[i]] = greedy[owner[i]] and is_greedy
     finally:
         model.train(was_training)
-    return results
+    return list(zip(totals, greedy))
 
 
 def fewshot_contexts(spec: TaskSpec, pool: list[Example], indices: list[int], num_fewshot: int,
@@ -154,21 +172,66 @@ def _last_word_metrics(results: list[tuple[float, bool]]) -> dict[str, float]:
             "ppl": ppl, "ppl_stderr": ppl * mean_stderr(ll), "chance": 0.0, "centered": float(greedy.mean())}
 
 
+def generation_metrics(references: list[tuple[str, ...]], completions: list[str],
+                       seed: int = 0) -> dict[str, float]:
+    """Exact match with its closed-form stderr, and token F1 with a bootstrap stderr seeded by `seed`
+    (F1 is not 0/1, and the harness bootstraps what has no simple formula)."""
+    em = np.array([exact_match(c, refs) for c, refs in zip(completions, references)])
+    f1 = np.array([token_f1(c, refs) for c, refs in zip(completions, references)])
+    score = float(em.mean())
+    return {"exact_match": score, "exact_match_stderr": mean_stderr(em),
+            "f1": float(f1.mean()), "f1_stderr": bootstrap_stderr(f1, seed=seed),
+            "acc": score, "acc_stderr": mean_stderr(em), "chance": 0.0, "centered": score}
+
+
+def _encodable(tokenizer: Tokenizer, example: Example) -> bool:
+    try:
+        for text in (example.context, *example.continuations):
+            tokenizer.encode(text)
+    except DataError:
+        return False
+    return True
+
+
+def _prompts(spec: TaskSpec, tokenizer: Tokenizer, pool: list[Example], indices: list[int],
+             num_fewshot: int, seed: int) -> tuple[list[int], list[str]]:
+    """The drawn indices whose text the tokenizer can encode, and their contexts; few-shot examples
+    come only from encodable ones too, so a shot never brings in a character the model lacks."""
+    encodable = [i for i in (range(len(pool)) if num_fewshot else indices) if _encodable(tokenizer, pool[i])]
+    allowed = set(encodable)
+    kept = [i for i in indices if i in allowed]
+    if not kept:
+        raise UserError(f"Task '{spec.name}': none of the task's {len(indices)} examples can be encoded by "
+                        f"this model's {tokenizer.kind} tokenizer; evaluate a model trained with "
+                        "data.tokenizer = 'byte' or 'bpe'.")
+    if not num_fewshot:
+        return kept, [pool[i].context for i in kept]
+    # With every example encodable the positions are the indices, so the draws match an unfiltered pool.
+    position = {i: k for k, i in enumerate(encodable)}
+    shots_pool = [pool[i] for i in encodable]
+    return kept, fewshot_contexts(spec, shots_pool, [position[i] for i in kept], num_fewshot, seed)
+
+
 def evaluate_task(model: torch.nn.Module, tokenizer: Tokenizer, spec: TaskSpec, limit: int | None = None,
                   num_fewshot: int = 0, seed: int = 0, batch_size: int = 16) -> TaskResult:
     """Score `limit` examples of the task (a subset drawn with `seed`; all when None). Deterministic
-    for a seed: the subset and the few-shot draws both come from it."""
+    for a seed: the subset, the few-shot draws and the F1 bootstrap all come from it."""
     pool = load_examples(spec)
     if limit is None or limit >= len(pool):
         indices = list(range(len(pool)))
     else:
         indices = sorted(random.Random(seed).sample(range(len(pool)), limit))
-    examples = [pool[i] for i in indices]
-    contexts = fewshot_contexts(spec, pool, indices, num_fewshot, seed)
-    requests = [(ctx, cont) for ctx, ex in zip(contexts, examples) for cont in ex.continuations]
-    results = loglikelihood(model, tokenizer, requests, batch_size)
-    if spec.type == "last_word":
-        metrics = _last_word_metrics(results)
+    kept, contexts = _prompts(spec, tokenizer, pool, indices, num_fewshot, seed)
+    examples = [pool[i] for i in kept]
+    if spec.type == "generation":
+        completions = generate_until(model, tokenizer, contexts, spec.until, spec.max_gen_tokens, batch_size)
+        metrics = generation_metrics([ex.choices for ex in examples], completions, seed)
+    elif spec.type == "last_word":
+        requests = [(ctx, ex.continuations[ex.gold]) for ctx, ex in zip(contexts, examples)]
+        metrics = _last_word_metrics(loglikelihood(model, tokenizer, requests, batch_size))
     else:
+        requests = [(ctx, cont) for ctx, ex in zip(contexts, examples) for cont in ex.continuations]
+        results = loglikelihood(model, tokenizer, requests, batch_size)
         metrics = _multiple_choice_metrics(examples, [s for s, _ in results])
-    return TaskResult(spec.name, spec.version, len(examples), num_fewshot, seed, metrics)
+    return TaskResult(spec.name, spec.version, len(examples), num_fewshot, seed, metrics,
+                      skipped=len(indices) - len(kept))

@@ -1,9 +1,11 @@
 """Benchmark tasks by name: where their data lives and how each document becomes a scored example.
 
 A task is a declarative `TaskSpec` (as an lm-evaluation-harness task YAML is): a data file relative to
-`ABLAB_DATA`, its layout, and three small functions from a document to the context text, the answer
-choices and the gold index. Prompts follow the harness's templates for the same datasets, so scores
-are comparable with published lm-eval numbers (given the same tokenizer-free text).
+`ABLAB_DATA` (or documents generated from a seed), its layout, and three small functions from a
+document to the context text, the answer choices (for a generation task, the reference answers) and
+the gold index. Prompts follow the harness's templates for the same datasets, so scores are
+comparable with published lm-eval numbers (given the same tokenizer-free text). Tasks written as a
+TOML file, with no Python, are read by `ablab.evals.specfile.load_spec_file`.
 
     spec = TASKS["piqa"]
     examples = load_examples(spec, limit=200, seed=0)
@@ -13,6 +15,7 @@ are comparable with published lm-eval numbers (given the same tokenizer-free tex
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import random
@@ -29,7 +32,8 @@ Doc = dict
 @dataclass(frozen=True)
 class Example:
     """One scored item: the prompt, its continuations as scored (each begins with the target
-    delimiter), and which continuation is right. `choices` without the delimiter give acc_norm's lengths."""
+    delimiter), and which continuation is right. `choices` without the delimiter give acc_norm's lengths;
+    for a generation task they are the reference answers, and the gold one is the few-shot answer."""
 
     context: str
     continuations: tuple[str, ...]
@@ -41,10 +45,10 @@ class Example:
 class TaskSpec:
     name: str
     version: int  # bump whenever a prompt or the data changes; stored results are keyed by it
-    type: Literal["multiple_choice", "last_word"]
-    data_file: str  # relative to ABLAB_DATA, or an absolute path
+    type: Literal["multiple_choice", "last_word", "generation"]
+    data_file: str  # relative to ABLAB_DATA, or an absolute path; "" for a generated layout
     split: str  # the split this file is, in the harness's words
-    layout: Literal["jsonl", "hellaswag_6line"]
+    layout: Literal["jsonl", "hellaswag_6line", "squad_json", "generated"]
     doc_to_context: Callable[[Doc], str]
     doc_to_choices: Callable[[Doc], list[str]]
     doc_to_gold: Callable[[Doc], int]
@@ -52,6 +56,12 @@ class TaskSpec:
     target_delimiter: str = " "  # between context and choice, as lm-eval's target_delimiter
     fewshot_delimiter: str = "\n\n"  # between few-shot examples, as lm-eval's fewshot_delimiter
     template: str = ""  # the prompt in words, for reports
+    until: tuple[str, ...] = ("\n",)  # generation stops at the first of these (not kept in the answer)
+    max_gen_tokens: int = 32  # generation stops after this many tokens
+    # The "generated" layout: the documents are generator(random.Random(generator_seed)), so the seed
+    # is part of the task's identity (a version always means the same documents).
+    generator: Callable[[random.Random], list[Doc]] | None = None
+    generator_seed: int = 0
 
     @classmethod
     def from_jsonl(cls, name: str, path: str | Path, context_field: str, choices_field: str,
@@ -72,8 +82,8 @@ class TaskRegistry(dict):
     def __missing__(self, name: str) -> TaskSpec:
         match = difflib.get_close_matches(name, list(self), n=1, cutoff=0.5)
         hint = f" Did you mean '{match[0]}'?" if match else ""
-        raise UserError(f"Unknown task '{name}': use one of {', '.join(sorted(self))}, "
-                        f"or register it with TaskSpec.from_jsonl.{hint}")
+        raise UserError(f"Unknown task '{name}': use one of {', '.join(sorted(self))}, or the path of a "
+                        f"task spec file ending in .toml.{hint}")
 
     def register(self, spec: TaskSpec) -> TaskSpec:
         self[spec.name] = spec
@@ -122,9 +132,25 @@ def _hellaswag_docs(path: Path) -> Iterator[Doc]:
         yield {"query": lines[i], "label": int(lines[i + 1]), "endings": lines[i + 2 : i + 6]}
 
 
+def _squad_docs(path: Path) -> Iterator[Doc]:
+    """SQuAD's nested JSON flattened to one document per question, in file order."""
+    try:
+        articles = json.loads("\n".join(_read_lines(path)))["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path} is not SQuAD JSON ({err}); use the original dev-v1.1.json.") from err
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                yield {"id": qa["id"], "title": article["title"], "context": paragraph["context"],
+                       "question": qa["question"], "answers": [a["text"] for a in qa["answers"]]}
+
+
 def read_docs(spec: TaskSpec) -> list[Doc]:
+    if spec.layout == "generated":
+        return spec.generator(random.Random(spec.generator_seed))
     path = data_path(spec, spec.data_file)
-    docs = list(_hellaswag_docs(path) if spec.layout == "hellaswag_6line" else _jsonl_docs(path))
+    readers = {"hellaswag_6line": _hellaswag_docs, "squad_json": _squad_docs}
+    docs = list(readers.get(spec.layout, _jsonl_docs)(path))
     if spec.labels_file is not None:
         labels = [line.strip() for line in _read_lines(data_path(spec, spec.labels_file)) if line.strip()]
         if len(labels) != len(docs):
@@ -194,6 +220,19 @@ def _lambada_target(doc: Doc) -> list[str]:
     return [doc["text"].rsplit(" ", 1)[1]]
 
 
+def _squad_context(doc: Doc) -> str:
+    return f"Title: {doc['title']}\n\nBackground: {doc['context']}\n\nQuestion: {doc['question']}\n\nAnswer:"
+
+
+def addition_problems(low: int, high: int, count: int, rng: random.Random) -> list[Doc]:
+    """`count` sums a + b with both operands drawn uniformly from low..high inclusive."""
+    docs = []
+    for _ in range(count):
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        docs.append({"a": a, "b": b, "answer": a + b})
+    return docs
+
+
 TASKS = TaskRegistry()
 TASKS.register(TaskSpec(
     name="hellaswag", version=1, type="multiple_choice", data_file="hellaswag/hellaswag_val_full.txt",
@@ -224,4 +263,27 @@ TASKS.register(TaskSpec(
     name="lambada", version=1, type="last_word", data_file="lambada/lambada_test.jsonl", split="test",
     layout="jsonl", doc_to_context=_lambada_context, doc_to_choices=_lambada_target, doc_to_gold=lambda doc: 0,
     template="lm-eval lambada_openai: text up to its last ' ' -> ' ' + last word"))
+TASKS.register(TaskSpec(
+    name="squad", version=1, type="generation", data_file="squad_v1.1/dev-v1.1.json", split="validation",
+    layout="squad_json", doc_to_context=_squad_context, doc_to_choices=lambda doc: doc["answers"],
+    doc_to_gold=lambda doc: 0,  # the first reference is the few-shot answer, as lm-eval's doc_to_target
+    # SQuAD answers are short spans (a few words), so 32 tokens is ample where lm-eval allows 256.
+    until=("\n",), max_gen_tokens=32,
+    template="lm-eval squadv2: 'Title: {title}\\n\\nBackground: {context}\\n\\nQuestion: {question}\\n\\n"
+             "Answer:' -> greedy until '\\n', exact match and F1 against the answers (SQuAD v1.1 script)"))
 
+
+def arithmetic_task(name: str, low: int, high: int, seed: int, count: int = 1000) -> TaskSpec:
+    """lm-eval's arithmetic addition prompt on `count` problems generated from `seed`; scored as a
+    last word (the answer's greedy match), as lm-eval scores arithmetic."""
+    return TaskSpec(
+        name=name, version=1, type="last_word", data_file="", split="test", layout="generated",
+        doc_to_context=lambda doc: f"Question: What is {doc['a']} plus {doc['b']}?\nAnswer:",
+        doc_to_choices=lambda doc: [str(doc["answer"])], doc_to_gold=lambda doc: 0,
+        generator=functools.partial(addition_problems, low, high, count), generator_seed=seed,
+        template=f"lm-eval arithmetic: 'Question: What is {{a}} plus {{b}}?\\nAnswer:' -> ' {{a+b}}', "
+                 f"{count} problems with a, b uniform in {low}..{high}, generator seed {seed}")
+
+
+TASKS.register(arithmetic_task("arithmetic", 1, 20, seed=1234))
+TASKS.register(arithmetic_task("arithmetic_hard", 10, 99, seed=5678))  # two-digit operands

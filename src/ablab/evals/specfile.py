@@ -1,0 +1,252 @@
+"""Tasks written as a TOML file beside a jsonl of documents, with no Python (as an lm-eval task YAML).
+
+    # capitals.toml
+    name = "capitals"
+    version = 1
+    type = "multiple_choice"          # or "last_word", "generation"
+    data_file = "capitals.jsonl"      # relative to this file's folder, or absolute
+    context = "Question: What is the capital of {country.name}?\\nAnswer:"
+    choices = "options"               # a field holding a list, or a list of fields: ["sol1", "sol2"]
+    label = "answer"                  # an integer index; label_offset = 1 when it is 1-based, or
+                                      # choice_labels = "labels" when it is a label such as "B"
+
+A last_word or generation task gives its answer as `target = "{answer}"` (a template) or
+`answers = "answers"` (a field holding a string or a list of references); a generation task also takes
+`until = ["\\n"]` and `max_gen_tokens = 32`. Optional everywhere: split, labels_file (one label per
+line, stored as the field "label"), target_delimiter (" "), fewshot_delimiter ("\\n\\n").
+
+A placeholder `{field.sub}` walks into dicts, takes `{list.0}` by position, and maps over a list of
+dicts (`{choices.text}` is every choice's text); `{{` and `}}` are literal braces.
+
+    spec = resolve_task("capitals.toml")  # or a registered name: resolve_task("piqa")
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from ablab.errors import DataError, UserError
+from ablab.evals.tasks import TASKS, Doc, TaskSpec, read_docs, to_example
+
+_COMMON_KEYS: dict[str, type] = {
+    "name": str, "version": int, "type": str, "data_file": str, "context": str, "split": str,
+    "labels_file": str, "target_delimiter": str, "fewshot_delimiter": str,
+}
+_REQUIRED = ("name", "version", "type", "data_file", "context")
+_TYPE_KEYS: dict[str, dict[str, type]] = {
+    "multiple_choice": {"choices": object, "label": str, "label_offset": int, "choice_labels": str},
+    "last_word": {"target": str, "answers": str},
+    "generation": {"target": str, "answers": str, "until": list, "max_gen_tokens": int},
+}
+_TOML_NAMES = {str: "string", int: "integer", list: "array"}
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_FIELD_PATH = re.compile(r"\w+(\.\w+)*")
+
+
+def _lookup(spec_file: Path, doc: Doc, field: str) -> Any:
+    value: Any = doc
+    for key in field.split("."):
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) and key in v for v in value):
+            value = [v[key] for v in value]
+        else:
+            fields = ", ".join(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise DataError(f"{spec_file}: a document has no field '{field}' (its fields: {fields}); "
+                            "fix the spec file's field name or the data file.")
+    return value
+
+
+def _render(spec_file: Path, template: str, doc: Doc) -> str:
+    def fill(match: re.Match) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        return str(_lookup(spec_file, doc, match.group(1)))
+    return _PLACEHOLDER.sub(fill, template)
+
+
+def _check_template(spec_file: Path, key: str, template: str) -> None:
+    for match in _PLACEHOLDER.finditer(template):
+        field = match.group(1)
+        if field is not None and not _FIELD_PATH.fullmatch(field):
+            raise UserError(f"{spec_file}: {key} has the placeholder {match.group(0)!r}, which is not a field "
+                            "name; write {field} or {field.sub}, and {{ or }} for a literal brace.")
+
+
+def _read_toml(spec_file: Path) -> dict:
+    if not spec_file.is_file():
+        raise UserError(f"Task spec file {spec_file} does not exist; give the path of an existing .toml file.")
+    try:
+        with spec_file.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{spec_file} is not valid TOML ({err}); fix the file's syntax.") from err
+
+
+def _check_keys(spec_file: Path, table: dict) -> None:
+    """Every key known to the spec's type and of its TOML type, and the required ones present."""
+    kind = table.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind not in _TYPE_KEYS):
+        raise UserError(f"{spec_file}: type {kind!r} is not a task type; use one of {', '.join(_TYPE_KEYS)}.")
+    # Without a type every type's keys are allowed here, and the missing type is reported below.
+    kinds = [kind] if kind else list(_TYPE_KEYS)
+    allowed = {**_COMMON_KEYS, **{k: v for t in kinds for k, v in _TYPE_KEYS[t].items()}}
+    for key, value in table.items():
+        if key not in allowed:
+            owners = [t for t, keys in _TYPE_KEYS.items() if key in keys]
+            if owners:
+                raise UserError(f"{spec_file}: '{key}' is a key of {' and '.join(owners)} tasks, not of "
+                                f"{kind} ones; remove it or change type.")
+            match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+            hint = f" Did you mean '{match[0]}'?" if match else ""
+            raise UserError(f"{spec_file}: unknown key '{key}'; use one of {', '.join(allowed)}.{hint}")
+        expected = allowed[key]
+        if expected is not object and (not isinstance(value, expected) or isinstance(value, bool)):
+            raise UserError(f"{spec_file}: '{key}' must be a TOML {_TOML_NAMES[expected]}, not {value!r}; "
+                            "fix that line.")
+    missing = [key for key in _REQUIRED if key not in table]
+    if missing:
+        raise UserError(f"{spec_file} lacks the required key{'s' * (len(missing) > 1)} {', '.join(missing)}; "
+                        "add them (see ablab.evals.specfile for the format).")
+
+
+def _data_file(spec_file: Path, key: str, relative: str) -> Path:
+    path = Path(relative).expanduser()
+    path = path if path.is_absolute() else spec_file.parent / path
+    if not path.is_file():
+        raise DataError(f"{spec_file}: {key} {path} does not exist; fix the path (relative paths start "
+                        "at the spec file's folder).")
+    return path.resolve()
+
+
+def _label_function(spec_file: Path, table: dict) -> Callable[[Doc], int]:
+    """The gold choice's index: the label field as an integer less label_offset, or the label's
+    position in the choice_labels field (ARC's answerKey 'B' among labels ['A', 'B', 'C', 'D'])."""
+    label = table["label"]
+    if "choice_labels" in table:
+        if "label_offset" in table:
+            raise UserError(f"{spec_file}: give label_offset or choice_labels, not both; remove one.")
+        labels_field = table["choice_labels"]
+
+        def by_label(doc: Doc) -> int:
+            labels = [str(x) for x in _lookup(spec_file, doc, labels_field)]
+            value = str(_lookup(spec_file, doc, label))
+            if value not in labels:
+                raise DataError(f"{spec_file}: label {value!r} is not one of {labels} in {labels_field}; "
+                                "fix the data or the label/choice_labels fields.")
+            return labels.index(value)
+        return by_label
+    offset = table.get("label_offset", 0)
+
+    def by_index(doc: Doc) -> int:
+        value = _lookup(spec_file, doc, label)
+        try:
+            return int(value) - offset
+        except (TypeError, ValueError):
+            raise DataError(f"{spec_file}: label {value!r} is not an integer index; set choice_labels "
+                            "to the field listing the choices' labels.") from None
+    return by_index
+
+
+def _choice_functions(spec_file: Path, table: dict) -> tuple[Callable, Callable, str]:
+    for key in ("choices", "label"):
+        if key not in table:
+            raise UserError(f"{spec_file}: a multiple_choice task needs '{key}'; add it "
+                            "(choices: a list field or a list of fields; label: the gold field).")
+    choices, label = table["choices"], table["label"]
+    if isinstance(choices, str):
+        def doc_to_choices(doc: Doc) -> list[str]:
+            value = _lookup(spec_file, doc, choices)
+            return [str(c) for c in value] if isinstance(value, list) else [str(value)]
+    elif isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
+        def doc_to_choices(doc: Doc) -> list[str]:
+            return [str(_lookup(spec_file, doc, c)) for c in choices]
+    else:
+        raise UserError(f"{spec_file}: choices must be a field name or a list of field names, not "
+                        f"{choices!r}; fix that line.")
+    doc_to_index = _label_function(spec_file, table)
+
+    def doc_to_gold(doc: Doc) -> int:
+        index, n = doc_to_index(doc), len(doc_to_choices(doc))
+        if not 0 <= index < n:
+            raise DataError(f"{spec_file}: label {_lookup(spec_file, doc, label)!r} gives index {index} for {n} "
+                            "choices; fix label_offset (1 when labels count from 1) or the data.")
+        return index
+    return doc_to_choices, doc_to_gold, f"choices {choices!r}, gold {label!r}"
+
+
+def _answer_functions(spec_file: Path, table: dict) -> tuple[Callable, Callable, str]:
+    if ("target" in table) == ("answers" in table):
+        raise UserError(f"{spec_file}: a {table['type']} task needs exactly one of target (a template such as "
+                        "\"{answer}\") or answers (a field holding the answer or a list of them).")
+    if "target" in table:
+        target = table["target"]
+        _check_template(spec_file, "target", target)
+
+        def doc_to_answers(doc: Doc) -> list[str]:
+            return [_render(spec_file, target, doc)]
+        return doc_to_answers, lambda doc: 0, f"target {target!r}"
+    field = table["answers"]
+
+    def doc_to_answers(doc: Doc) -> list[str]:
+        value = _lookup(spec_file, doc, field)
+        answers = [str(a) for a in value] if isinstance(value, list) else [str(value)]
+        if not answers:
+            raise DataError(f"{spec_file}: a document's {field} is an empty list; give every document an answer.")
+        return answers
+    return doc_to_answers, lambda doc: 0, f"answers {field!r} (the first is the few-shot answer)"
+
+
+def _generation_options(spec_file: Path, table: dict) -> dict:
+    until = table.get("until", ["\n"])
+    if not all(isinstance(s, str) for s in until):
+        raise UserError(f"{spec_file}: until must be a list of strings, such as [\"\\n\"]; fix that line.")
+    max_gen_tokens = table.get("max_gen_tokens", 32)
+    if max_gen_tokens < 1:
+        raise UserError(f"{spec_file}: max_gen_tokens is {max_gen_tokens}; give at least 1.")
+    return {"until": tuple(until), "max_gen_tokens": max_gen_tokens}
+
+
+def load_spec_file(path: str | Path) -> TaskSpec:
+    """The task a TOML spec file describes; checked against its first document, so a misspelt field
+    fails here rather than mid-evaluation."""
+    spec_file = Path(path).expanduser()
+    table = _read_toml(spec_file)
+    _check_keys(spec_file, table)
+    context = table["context"]
+    _check_template(spec_file, "context", context)
+    if table["type"] == "multiple_choice":
+        doc_to_choices, doc_to_gold, answer = _choice_functions(spec_file, table)
+    else:
+        doc_to_choices, doc_to_gold, answer = _answer_functions(spec_file, table)
+    options = _generation_options(spec_file, table) if table["type"] == "generation" else {}
+    labels = table.get("labels_file")
+    spec = TaskSpec(
+        name=table["name"], version=table["version"], type=table["type"],
+        data_file=str(_data_file(spec_file, "data_file", table["data_file"])),
+        split=table.get("split", "test"), layout="jsonl",
+        doc_to_context=lambda doc: _render(spec_file, context, doc),
+        doc_to_choices=doc_to_choices, doc_to_gold=doc_to_gold,
+        labels_file=None if labels is None else str(_data_file(spec_file, "labels_file", labels)),
+        target_delimiter=table.get("target_delimiter", " "),
+        fewshot_delimiter=table.get("fewshot_delimiter", "\n\n"),
+        template=f"spec file {spec_file.name}: context {context!r}, {answer}", **options)
+    docs = read_docs(spec)
+    if not docs:
+        raise DataError(f"{spec_file}: {spec.data_file} holds no documents; add some, one JSON object per line.")
+    to_example(spec, docs[0])
+    return spec
+
+
+def resolve_task(name: str) -> TaskSpec:
+    """A registered task by name, or the task of a spec file when `name` is a path ending in .toml."""
+    if name in TASKS or not name.endswith(".toml"):
+        return TASKS[name]
+    return load_spec_file(name)
