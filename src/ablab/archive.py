@@ -144,6 +144,7 @@ def _import_directory(ledger: Ledger, lab: Path, folder: Path, report: ImportRep
         shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(".*"))
         os.replace(tmp, target)
     ledger.import_run(run, metrics, events, notes=[], tags=[])
+    ledger.record_evals(read_jsonl(target / "evals.jsonl"))
     report.imported.append(run.id)
 
 
@@ -206,6 +207,7 @@ def _import_archive(ledger: Ledger, lab: Path, path: Path, report: ImportReport)
                 if not target.exists():
                     _extract_run(tar, by_run.get(run_id, []), target)
                 ledger.import_run(runs[run_id], entry["metrics"], entry["events"], entry["notes"], entry["tags"])
+                ledger.record_evals(read_jsonl(target / "evals.jsonl"))
                 report.imported.append(run_id)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         reason = (str(err).splitlines() or [""])[0].rstrip(":")  # tarfile's ReadError spans several lines

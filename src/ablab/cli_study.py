@@ -58,6 +58,45 @@ def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional
                   ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
 
 
+@baseline_app.command("tiers")
+def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
+                   steps: str = typer.Option("100,1000", help="Untrained and trained step counts (the plan's "
+                                                              "100,1000; scale down on a CPU)."),
+                   tasks: str = typer.Option("choice,lambada,arithmetic", "--tasks", "-t", help="Tasks or suites."),
+                   limit: int = typer.Option(200, help="Examples per task (a seeded subset); 0 = all."),
+                   lab: Optional[Path] = LabOpt) -> None:
+    """Three-tier baselines: chance, the baseline after a few steps and after more, at each of its
+    seeds; then checks consistency over seeds (std < 0.02) and trained > untrained > chance per task.
+
+    Example: `ablab baseline tiers cpu@2026-11-21 --steps 20,100 --tasks choice,lambada --limit 200`
+    """
+    from ablab.evals.tiers import PLAN_STEPS, run_tiers
+
+    try:
+        pair = tuple(int(s) for s in steps.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2:
+        raise UserError(f"--steps {steps!r} is not two step counts; write e.g. --steps 100,1000.")
+    report = run_tiers(lab_dir(lab), ref, pair, tasks, limit or None, say=console.print)
+    low, high = report.steps
+    if report.scaled_down:
+        console.print(f"tiers at {low} and {high} steps, scaled down from the plan's {PLAN_STEPS[0]} and {PLAN_STEPS[1]}")
+    table = Table("task", "chance", f"{low} steps (mean ± std)", f"{high} steps (mean ± std)", "consistent", "monotone")
+    for t in report.tasks:
+        if t.unmeasurable:
+            table.add_row(t.task, "", "not measurable", t.unmeasurable, "", "")
+            continue
+        table.add_row(t.task, f"{t.chance:.3f}", f"{t.mean(low):.3f} ± {t.std(low):.3f}",
+                      f"{t.mean(high):.3f} ± {t.std(high):.3f}", "no" if t.task in report.inconsistent else "yes",
+                      "no" if t.task in report.not_monotone else "yes")
+    console.print(table)
+    console.print(f"consistency over {len(report.seeds)} seeds: {'holds' if report.consistent else 'FAILS'} on most tasks"
+                  + (f" (violated by {', '.join(report.inconsistent)})" if report.inconsistent else ""))
+    console.print(f"trained > untrained > chance: {'holds' if report.monotone else 'FAILS'} on most tasks"
+                  + (f" (violated by {', '.join(report.not_monotone)})" if report.not_monotone else ""))
+
+
 @baseline_app.command("list")
 def baseline_list(lab: Optional[Path] = LabOpt) -> None:
     """Every dated baseline, with its seeds, lineage and noise floor; * marks the current one.

@@ -101,6 +101,10 @@ class TrainConfig:
 class EvalConfig:
     every: int = 110  # steps between validation evaluations; 0 = only at the end
     tokens: int = 32768  # validation tokens per evaluation, in fixed evenly spaced windows
+    tasks: str = ""  # benchmarks evaluated while training, comma-separated names or suites; "" = none
+    tasks_every: int = 0  # steps between benchmark evaluations (and at step 0); 0 = only at the end
+    tasks_limit: int = 200  # examples per task per evaluation (a seeded subset); 0 = every example
+    tasks_fewshot: int = 0  # few-shot examples in each benchmark prompt
 
 
 @dataclass
@@ -332,7 +336,8 @@ def validate(cfg: Config) -> None:
         "train.max_steps": t.max_steps, "train.max_tokens": t.max_tokens, "train.max_seconds": t.max_seconds,
         "schedule.warmup_steps": s.warmup_steps, "eval.every": e.every, "model.prores_steps": m.prores_steps,
         "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.threads": t.threads,
-        "train.peak_flops": t.peak_flops,
+        "train.peak_flops": t.peak_flops, "eval.tasks_every": e.tasks_every, "eval.tasks_limit": e.tasks_limit,
+        "eval.tasks_fewshot": e.tasks_fewshot,
     }
     for key, value in non_negative.items():
         if value < 0:

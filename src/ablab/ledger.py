@@ -5,7 +5,8 @@ write is one short transaction (BEGIN IMMEDIATE), so a kill at any moment leaves
 was before or after that write, never half of it. `PRAGMA user_version` holds the schema version;
 opening an older ledger runs the migrations in order.
 
-Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag.
+Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag; for
+baselines and studies see _StudyStore, for benchmark results ledger_evals._EvalStore.
 Queries return plain dataclasses and dicts.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ablab.errors import UserError
+from ablab.ledger_evals import _EvalStore
 from ablab.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 
 STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
@@ -116,7 +118,7 @@ class _StudyStore:
         return {(arm, seed): run_id for arm, seed, run_id in rows}
 
 
-class Ledger(_StudyStore):
+class Ledger(_StudyStore, _EvalStore):
     def __init__(self, lab: Path, timeout: float = 60.0):
         path = ledger_path(lab)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -56,5 +56,17 @@ CREATE TABLE study_runs (
 CREATE INDEX runs_status ON runs (status);
 """
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2]  # MIGRATIONS[i] takes a ledger from version i to i + 1
+# Version 3 stores benchmark results: one row per (run, step evaluated, task and its version, few-shot,
+# example limit, seed); evaluating again with the same settings replaces the row.
+SCHEMA_V3 = """
+CREATE TABLE eval_results (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, task TEXT NOT NULL, task_version INTEGER NOT NULL,
+    num_fewshot INTEGER NOT NULL, example_limit INTEGER NOT NULL,  -- 0: every example of the split
+    seed INTEGER NOT NULL, created_at TEXT NOT NULL,
+    data TEXT NOT NULL,          -- JSON: n, skipped and the metrics
+    PRIMARY KEY (run_id, step, task, task_version, num_fewshot, example_limit, seed)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]  # MIGRATIONS[i] takes a ledger from version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -180,6 +180,12 @@ class RunRecord:
         self.ledger.log_event(self.run_id, event)
         self.log_line(f"[{kind}] step {step}: {message}")
 
+    def log_evals(self, rows: list[dict]) -> None:
+        """Benchmark results (ablab.evals.runner.eval_rows) into evals.jsonl and the ledger."""
+        for row in rows:
+            self._append("evals.jsonl", row)
+        self.ledger.record_evals(rows)
+
     def heartbeat(self) -> None:
         self.ledger.heartbeat(self.run_id)
 

@@ -169,6 +169,7 @@ def show(lab: Path, ref: str) -> dict[str, Table]:
     with _ledger(lab) as ledger:
         run = ledger.run(ref)
         events, notes = ledger.events(run.id), ledger.notes(run.id)
+        evals = ledger.evals([run.id])
     r = run.result
     summary = {"id": run.id, "name": run.name, "status": run.status, "created": run.created_at,
                "finished": run.finished_at, "stop reason": r.get("stop_reason"), "steps": r.get("steps"),
@@ -185,6 +186,9 @@ def show(lab: Path, ref: str) -> dict[str, Table]:
     metrics = {f"final {k}": v for k, v in run.final.items()}
     metrics |= {"best val_loss": best.get("val_loss"), "best at step": best.get("step")}
     sections["metrics"] = _pairs(metrics)
+    sections["benchmarks"] = Table(["step", "task", "version", "fewshot", "n", "acc", "acc_stderr", "centered"],
+                                   [{**e, "version": e["task_version"], "fewshot": e["num_fewshot"], **e["metrics"]}
+                                    for e in evals])
     sections["events"] = Table(["step", "kind", "message"], events)
     sections["notes"] = Table(["time", "text"], notes)
     return sections

@@ -11,6 +11,7 @@ from ablab.ledger import Ledger
 from ablab.plots import plot_curves
 from ablab.runs import Curve
 from ablab.study import BASELINE_ARM
+from ablab.study_benchmarks import benchmark_table, markdown as benchmark_markdown
 from ablab.study_runner import ArmResult, analyze, status
 
 AXIS_NAMES = {"tokens": "Equal tokens seen", "steps": "Equal optimizer steps", "wall_clock": "Equal wall-clock time"}
@@ -87,6 +88,7 @@ def write_sheet(lab: Path, name: str) -> Path:
     provenance = next((r.provenance for r in cells.values() if r is not None), {})
     git = provenance.get("git", {})
     frozen = spec.get("frozen", {})
+    bench_lines = benchmark_markdown(benchmark_table(lab, spec, cells))
     lines = [
         f"# Study: {spec['name']}", "", "## 0. Experiment Meta", "",
         f"- Experiment name: {spec['name']}", f"- Category: {spec['category']}", f"- Date: {spec['date']}",
@@ -109,6 +111,7 @@ def write_sheet(lab: Path, name: str) -> Path:
         "### Quantitative Summary", "", *_results_table(spec, cells, memory=False), "",
         *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), ""]
           if spec["category"] == "memory" else []),
+        *(["### Benchmarks", "", *bench_lines, ""] if bench_lines else []),
         "### Verdict", "", *_verdicts(results, spec, floor), "", *[f"![{p.stem}]({p.name})" for p in plots], "",
         "## 9. Interpretation", "", notes.get("interpretation") or RESEARCHER.format(name=name), "",
         "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "",

@@ -92,6 +92,7 @@ class StudySpec:
     seeds: list[int]
     metrics: list[str]
     benchmarks: list[str]
+    benchmark_limit: int  # examples per benchmark task (a seeded subset); 0 = all
     expected: str
     path: Path | None = None
 
@@ -153,7 +154,8 @@ def parse(path: Path) -> StudySpec:
         explicit_arms=explicit, frozen=list(design.get("frozen", [])), axis=axis,
         budget=float(_require(design, "budget", "design", where)), seeds=[int(s) for s in seeds],
         metrics=list(design.get("metrics", ["val_loss", "tokens_per_s", "peak_memory_mb"])),
-        benchmarks=list(design.get("benchmarks", [])), expected=str(_section(raw, "expected", where).get("outcomes", "")),
+        benchmarks=list(design.get("benchmarks", [])), benchmark_limit=int(design.get("benchmark_limit", 200)),
+        expected=str(_section(raw, "expected", where).get("outcomes", "")),
         path=path)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from ablab import baselines, config as config_mod, stats
 from ablab.config import Config
 from ablab.errors import UserError
+from ablab.evals.runner import TrainingBenchmarks
 from ablab.ledger import Ledger
 from ablab.study import BASELINE_ARM, Arm, StudySpec, arms, check, parse, planned_steps
 from ablab.train import Outcome, Training, resume_run, start_run
@@ -63,6 +64,8 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     baseline = baselines.load(lab, spec.baseline)
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
+    if spec.benchmarks:  # an unknown task or missing benchmark data fails before any run trains
+        TrainingBenchmarks(",".join(spec.benchmarks), limit=1, num_fewshot=0)
     rows = []
     for arm in study_arms:
         steps = planned_steps(arm.config)
@@ -91,12 +94,25 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
     for seed in spec.seeds:
         for row in plan.rows:
             outcome = _run_one(lab, spec.name, row.arm, seed, progress_for)
-            if outcome is None:
-                continue
-            say(f"{row.arm.name} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
-            if outcome.status == "interrupted":
-                return "interrupted"
+            if outcome is not None:
+                say(f"{row.arm.name} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
+                if outcome.status == "interrupted":
+                    return "interrupted"
+            if spec.benchmarks:
+                _score_benchmarks(lab, spec, row.arm.name, seed, say)
     return "finished"
+
+
+def _score_benchmarks(lab: Path, spec: StudySpec, arm: str, seed: int, say: Callable[[str], None]) -> None:
+    from ablab.study_benchmarks import score_run
+
+    with Ledger(lab) as ledger:
+        run_id = ledger.study_runs(spec.name).get((arm, seed))
+        finished = run_id is not None and ledger.runs(ids=[run_id])[0].status == "finished"
+    if finished:
+        scored = score_run(lab, spec.benchmarks, spec.benchmark_limit, run_id)
+        if scored:
+            say(f"{arm} seed {seed}: scored {', '.join(scored)}")
 
 
 def _run_one(lab: Path, study: str, arm: Arm, seed: int, progress_for) -> Outcome | None:
@@ -123,7 +139,8 @@ def _spec_record(plan: Plan) -> dict:
             "metric": spec.prediction.metric, "direction": spec.prediction.direction,
             "min_effect": spec.prediction.min_effect, "read_at": spec.prediction.read_at,
             "variables": spec.variables, "axis": spec.axis, "budget": spec.budget, "seeds": spec.seeds,
-            "expected": spec.expected, "arms": {r.arm.name: r.arm.changes for r in plan.rows},
+            "expected": spec.expected, "benchmarks": spec.benchmarks, "benchmark_limit": spec.benchmark_limit,
+            "arms": {r.arm.name: r.arm.changes for r in plan.rows},
             "frozen": plan.frozen,
             "path": str(spec.path) if spec.path else None}
 

@@ -23,6 +23,7 @@ from ablab import checkpoint, hardware
 from ablab.config import Config
 from ablab.data import BatchSampler, PreparedData, prepare_data, val_batches
 from ablab.errors import CheckpointError
+from ablab.evals.runner import TrainingBenchmarks
 from ablab.model import GPT
 from ablab.optim import build_optimizer, lr_factor, set_lr
 from ablab.config import config_hash
@@ -100,6 +101,8 @@ class Training:
         self.loop = checkpoint.LoopState()
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type)
+        self.benchmarks = (TrainingBenchmarks(cfg.eval.tasks, cfg.eval.tasks_limit, cfg.eval.tasks_fewshot)
+                           if cfg.eval.tasks else None)
         self.stop_signal: str | None = None
         self.last_heartbeat = time.time()
         self.wall_start = time.perf_counter()
@@ -216,6 +219,8 @@ class Training:
         self.model.train()
         if self.loop.step == 0 and self.cfg.eval.every:
             self._log_row({}, self.evaluate(), progress)
+        if self.loop.step == 0 and self.cfg.eval.tasks_every:
+            self.run_benchmarks()
         with _stop_signals(self):
             reason = self.stop_reason()
             while reason is None:
@@ -251,9 +256,21 @@ class Training:
             if time.time() - self.last_heartbeat > HEARTBEAT_SECONDS:
                 self.record.heartbeat()
                 self.last_heartbeat = time.time()
+        if self.cfg.eval.tasks_every and loop.step % self.cfg.eval.tasks_every == 0 and reason is None:
+            self.run_benchmarks()
         if loop.step % self.cfg.train.checkpoint_every == 0 and reason is None:
             self.save_checkpoint()
         return reason
+
+    def run_benchmarks(self) -> dict:
+        """Score the model on eval.tasks now; the results go to evals.jsonl and the ledger."""
+        if self.benchmarks is None:
+            return {}
+        rows, summary = self.benchmarks.evaluate(self.model, self.data.tokenizer, self.record.run_id,
+                                                 self.loop.step, now_iso())
+        self.record.log_evals(rows)
+        self.record.log_line("benchmarks " + " ".join(f"{k}={_fmt(v)}" for k, v in summary.items()))
+        return summary
 
     def _train_row(self, window: dict, grad_norm: float) -> dict:
         tokens_per_s = window["tokens"] / window["seconds"] if window["seconds"] else 0.0
@@ -293,6 +310,8 @@ class Training:
         final = self.evaluate() if status == "finished" else {}
         if final:
             self._log_row({}, final, progress)
+            if self.benchmarks is not None:
+                final["benchmarks"] = self.run_benchmarks()
         if status != "diverged":
             self.save_checkpoint()
         if status == "interrupted":
