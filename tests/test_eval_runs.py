@@ -4,7 +4,6 @@ benchmarks, three-tier baselines, and what a trained model gains over the same m
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
