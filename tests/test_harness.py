@@ -4,6 +4,7 @@ documents, and AblabLM's rolling log-likelihood and generation match the model c
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -199,3 +200,19 @@ def test_a_task_whose_dataset_is_on_the_hub_says_to_use_local_files(tmp_path, mo
     with pytest.raises(UserError, match="dataset_path: json and dataset_kwargs.data_files") as raised:
         run_harness(trained_gpt, ByteTokenizer(), str(yaml_path))
     assert "OfflineModeIsEnabled" in str(raised.value)
+
+
+def test_ablab_eval_harness_runs_a_local_task_yaml_on_a_run(shared_data, tmp_path):
+    from ablab import config as C
+    from ablab.train import start_run
+    from conftest import TINY, run_cli
+
+    outcome = start_run(C.load(None, [*TINY, "data.tokenizer=byte", "train.max_steps=3", "eval.every=0"]), tmp_path)
+    data_files = piqa_slice(shared_data, tmp_path / "ablab_data", tmp_path / "hf")
+    yaml_path = harness_yaml_for_local("piqa", data_files, tmp_path / "tasks" / "piqa.yaml")
+    result = run_cli("eval", outcome.run_id, "--harness", str(yaml_path), "--limit", "10", cwd=tmp_path,
+                     env={**os.environ, "HF_HOME": str(tmp_path / "hf-home")})
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("piqa:"))
+    acc = float(line.split("acc ")[1].split()[0])
+    assert 0.0 <= acc <= 1.0 and "acc_norm" in line and f"run {outcome.run_id} at step 3" in result.stdout

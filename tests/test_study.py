@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 from pathlib import Path
@@ -189,3 +190,25 @@ def test_baseline_run_measures_the_noise_floor(tmp_path):
     floor = baselines.run_seeds(tmp_path, "nf@2026-11-01", say=lambda s: None)
     stored = baselines.listing(tmp_path)[0]["noise_floor"]
     assert floor["val_loss"] > 0 and stored["val_loss"] == pytest.approx(floor["val_loss"])
+
+
+def test_study_benchmarks_score_every_run_and_fill_the_sheet(lab):
+    rows = [{"q": f"is {w} a {k}?", "options": ["yes", "no"], "answer": i % 2}
+            for i, (w, k) in enumerate([("oak", "tree"), ("cod", "fish"), ("ash", "tree"), ("eel", "fish")] * 3)]
+    (lab / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (lab / "toy.toml").write_text('name = "toy"\nversion = 2\ntype = "multiple_choice"\ndata_file = "toy.jsonl"\n'
+                                  'context = "{q}"\nchoices = "options"\nlabel = "answer"\n')
+    path = write_study(lab, "bench", 'variables = { "optim.lr" = [0.04] }\nbenchmarks = ["../toy.toml"]\n'
+                       'benchmark_limit = 0', seeds="[0, 1]")
+    said = []
+    run_study(lab, make_plan(lab, path, probe=False), say=said.append)
+    with Ledger(lab) as ledger:
+        runs = ledger.study_runs("bench")
+        stored = ledger.evals(list(runs.values()), task="toy")
+    assert len(stored) == 4 and {e["task_version"] for e in stored} == {2} and all(e["n"] == 12 for e in stored)
+    assert sum("scored toy" in line for line in said) == 4
+    said.clear()
+    run_study(lab, make_plan(lab, path, probe=False), say=said.append)  # nothing left to train or score
+    assert not any("scored" in line for line in said)
+    sheet = write_sheet(lab, "bench").read_text()
+    assert "### Benchmarks" in sheet and "| toy | optim.lr=0.04 |" in sheet and "| toy | baseline |" in sheet

@@ -154,9 +154,16 @@ def parse(path: Path) -> StudySpec:
         explicit_arms=explicit, frozen=list(design.get("frozen", [])), axis=axis,
         budget=float(_require(design, "budget", "design", where)), seeds=[int(s) for s in seeds],
         metrics=list(design.get("metrics", ["val_loss", "tokens_per_s", "peak_memory_mb"])),
-        benchmarks=list(design.get("benchmarks", [])), benchmark_limit=int(design.get("benchmark_limit", 200)),
+        benchmarks=[_task_path(str(b), path) for b in design.get("benchmarks", [])], benchmark_limit=int(design.get("benchmark_limit", 200)),
         expected=str(_section(raw, "expected", where).get("outcomes", "")),
         path=path)
+
+
+def _task_path(task: str, study_file: Path) -> str:
+    """A benchmark is a task name, or a .toml task file relative to the study file's folder."""
+    if task.endswith(".toml") and not Path(task).is_absolute():
+        return str((study_file.parent / task).resolve())
+    return task
 
 
 def _check_prediction(p: Prediction, where: str) -> None:

@@ -24,10 +24,10 @@ def score_run(lab: Path, benchmarks: list[str], limit: int, run_id: str) -> list
     with Ledger(lab) as ledger:
         done = {(e["task"], e["task_version"]) for e in ledger.evals([run_id])
                 if e["example_limit"] == limit and e["num_fewshot"] == 0 and e["seed"] == 0}
-    missing = [name for name, spec in zip(names, specs) if (spec.name, spec.version) not in done]
+    missing = [(name, spec.name) for name, spec in zip(names, specs) if (spec.name, spec.version) not in done]
     if missing:
-        evaluate_run(lab, run_id, missing, limit=limit or None)
-    return missing
+        evaluate_run(lab, run_id, [name for name, _ in missing], limit=limit or None)
+    return [task for _, task in missing]
 
 
 @dataclass
