@@ -37,9 +37,11 @@ def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tenso
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (B, nh, T, hs); cos, sin: (T, hs/2)
+    # x: (B, nh, T, hs); cos, sin: (T, hs/2) for positions 0..T-1, or (B, 1, T, hs/2) gathered per token
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
+    if cos.dim() == 2:
+        cos, sin = cos[: x.size(-2)], sin[: x.size(-2)]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -54,7 +56,8 @@ class Attention(nn.Module):
         self.rotary = cfg.positions == "rope"
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -64,7 +67,10 @@ class Attention(nn.Module):
         if self.rotary:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:  # (B, 1, T, T) booleans, True where a query may attend
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -101,7 +107,7 @@ class Block(nn.Module):
     def _scaled_norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return norm(x) if self.norm_scale is None else norm(x) * self.norm_scale
 
-    def forward(self, x, cos, sin, alpha: float = 1.0) -> torch.Tensor:
+    def forward(self, x, cos, sin, alpha: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
         # alpha is the ProRes residual-branch scale of this layer at this step (1.0 when off);
         # identity scales are skipped rather than multiplied, which costs a pass over the activations.
         def branch(y: torch.Tensor) -> torch.Tensor:
@@ -109,9 +115,9 @@ class Block(nn.Module):
             return y if alpha == 1.0 else alpha * y
 
         if self.pre_norm:
-            x = x + branch(self.attn(self._scaled_norm(self.norm1, x), cos, sin))
+            x = x + branch(self.attn(self._scaled_norm(self.norm1, x), cos, sin, mask))
             return x + branch(self.mlp(self._scaled_norm(self.norm2, x)))
-        x = self._scaled_norm(self.norm1, x + branch(self.attn(x, cos, sin)))
+        x = self._scaled_norm(self.norm1, x + branch(self.attn(x, cos, sin, mask)))
         return self._scaled_norm(self.norm2, x + branch(self.mlp(x)))
 
 
@@ -150,20 +156,30 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, step: int | None = None):
         """Logits (B, T, vocab), or the mean cross-entropy when targets are given. `step` drives ProRes."""
-        B, T = idx.shape
-        x = self.wte(idx)  # (B, T, C)
-        if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        x = self.drop(x)
-        for block, alpha in zip(self.blocks, self.residual_scales(step)):
-            if self.cfg.activation_checkpointing and self.training:
-                x = checkpoint(block, x, self.rope_cos, self.rope_sin, alpha, use_reentrant=False)
-            else:
-                x = block(x, self.rope_cos, self.rope_sin, alpha)
-        logits = self.head(self.norm_f(x))  # (B, T, vocab)
+        logits = self.head(self.hidden_states(idx, step))  # (B, T, vocab)
         if targets is None:
             return logits
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def hidden_states(self, idx: torch.Tensor, step: int | None = None, positions: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final normed residual stream (B, T, C), which the head maps to logits; scoring applies
+        the head only where a token is predicted. `positions` (B, T) and `mask` (B, 1, T, T), both or
+        neither, let several sequences share a row (evaluation packs answer choices after their context)."""
+        B, T = idx.shape
+        x = self.wte(idx)  # (B, T, C)
+        cos, sin = self.rope_cos, self.rope_sin
+        if positions is not None:
+            cos, sin = cos[positions][:, None], sin[positions][:, None]  # (B, 1, T, hs/2)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device) if positions is None else positions)
+        x = self.drop(x)
+        for block, alpha in zip(self.blocks, self.residual_scales(step)):
+            if self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, alpha, mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, alpha, mask)
+        return self.norm_f(x)
 
     def n_params(self, non_embedding: bool = False) -> int:
         """Parameters counted once each; non_embedding leaves out the token and position embeddings
