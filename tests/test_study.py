@@ -10,6 +10,7 @@ from ablab import config as C
 from ablab.errors import UserError
 from ablab.ledger import Ledger
 from ablab.sheets import write_sheet
+from ablab.study import parse
 from ablab.study_runner import analyze, make_plan, run_study
 from conftest import TINY, run_cli
 
@@ -74,7 +75,7 @@ def test_unknown_baseline_is_refused_from_the_command_line(lab):
     assert "Unknown baseline nope@2026-01-01" in result.stderr and BASE in result.stderr
 
 
-def test_every_shipped_study_loads_and_plans(tmp_path):
+def test_every_shipped_study_loads_and_plans(tmp_path, shared_data):
     created = baselines.install_examples(tmp_path)
     studies = sorted((tmp_path / "studies").glob("*.toml"))
     assert len(studies) == 10 and len(created) == 12
@@ -88,6 +89,7 @@ def test_every_shipped_study_loads_and_plans(tmp_path):
         for row in plan.rows[1:]:
             assert {k for k, _, _ in row.diff} <= set(plan.spec.variables)
     assert {"arch-scaling", "muon-lr", "seq-len", "dynamics", "cs336-ablations"} <= names
+    assert parse(tmp_path / "studies" / "arch-scaling.toml").benchmarks == ["choice", "lambada", "arithmetic"]
 
 
 def test_plan_probe_measures_time_and_memory(lab):
