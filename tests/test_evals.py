@@ -78,6 +78,18 @@ def test_chance_levels_are_computed_from_the_data(shared_data):
     assert chance("arc_easy") == pytest.approx((2365 / 4 + 7 / 3 + 4 / 5) / 2376)
 
 
+@pytest.mark.parametrize("name", ["hellaswag", "piqa", "siqa", "arc_easy"])
+def test_random_choice_scores_land_within_three_standard_errors_of_chance(shared_data, name):
+    from ablab.evals.scoring import _multiple_choice_metrics
+
+    examples = load_examples(TASKS[name], limit=1000, seed=1)
+    rng = random.Random(0)
+    metrics = _multiple_choice_metrics(examples, [rng.random() for ex in examples for _ in ex.choices])
+    assert abs(metrics["acc"] - metrics["chance"]) < 3 * metrics["acc_stderr"]
+    assert metrics["acc_stderr"] == pytest.approx(math.sqrt(metrics["acc"] * (1 - metrics["acc"]) / 999))
+    assert abs(metrics["centered"]) < 3 * metrics["centered_stderr"]
+
+
 def test_hellaswag_labels_match_the_source_counts(shared_data):
     counts = [0, 0, 0, 0]
     for ex in load_examples(TASKS["hellaswag"]):

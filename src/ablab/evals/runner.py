@@ -127,6 +127,7 @@ def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = N
     specs = resolve_tasks(names)
     record = RunRecord.open(lab, run_id)
     model, tokenizer, step = load_run_model(lab, record.run_id)
+    model.to(hardware.pick_device("auto"))  # the GPU when there is one
     results = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
     record.log_evals(eval_rows(record.run_id, step, results, limit, now_iso()))
     run = record.result()
