@@ -170,3 +170,17 @@ def test_baseline_tiers_from_the_command_line(tmp_path, shared_data):
     assert all(len(v) == 2 for v in stored["tasks"]["piqa"]["acc"].values())  # both seeds, both tiers
     with Ledger(tmp_path) as ledger:
         assert len(ledger.runs()) == 4 and len(ledger.evals()) == 8
+
+
+def test_a_task_a_char_model_cannot_read_is_reported_and_the_rest_kept(tmp_path, shared_data):
+    outcome = start_run(C.load(None, [*TINY, "eval.every=0", "train.max_steps=2"]), tmp_path)  # char tokenizer
+    result = run_cli("eval", outcome.run_id, "--tasks", "arithmetic,piqa", "--limit", "40", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "arithmetic     not measured" in result.stdout and "mean centred score over 1 tasks" in result.stdout
+    with Ledger(tmp_path) as ledger:
+        stored = ledger.evals([outcome.run_id])
+    assert [e["task"] for e in stored] == ["piqa"] and 0 < stored[0]["n"] + stored[0]["skipped"] == 40
+    only = run_cli("eval", outcome.run_id, "--tasks", "arithmetic", cwd=tmp_path)
+    assert only.returncode == 2 and "data.tokenizer = 'byte' or 'bpe'" in only.stderr
+    before = run_cli("run", *TINY, "eval.tasks=arithmetic", cwd=tmp_path)  # refused before training starts
+    assert before.returncode == 2 and "drop it from eval.tasks" in before.stderr

@@ -65,6 +65,8 @@ def _print_report(report) -> None:
         line = (f"{r.task:<14}{r.version:>2}{r.n:>7}{m['acc']:>9.4f}{m['acc_stderr']:>8.4f}"
                 f"{_num(m.get('acc_norm')):>10}{m['chance']:>8.3f}{m['centered']:>9.4f}  {other}")
         console.print(line, markup=False, highlight=False)
+    for task, reason in report.unmeasured.items():
+        console.print(f"{task:<14} not measured: {reason}", markup=False, highlight=False)
     agg = report.aggregate
     console.print(f"mean centred score over {agg['tasks']} tasks: {agg['centered']:.4f} ± {agg['centered_stderr']:.4f}")
     if report.per_hour is not None:

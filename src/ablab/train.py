@@ -101,8 +101,8 @@ class Training:
         self.loop = checkpoint.LoopState()
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type)
-        self.benchmarks = (TrainingBenchmarks(cfg.eval.tasks, cfg.eval.tasks_limit, cfg.eval.tasks_fewshot)
-                           if cfg.eval.tasks else None)
+        self.benchmarks = (TrainingBenchmarks(cfg.eval.tasks, cfg.eval.tasks_limit, cfg.eval.tasks_fewshot,
+                                              self.data.tokenizer) if cfg.eval.tasks else None)
         self.stop_signal: str | None = None
         self.last_heartbeat = time.time()
         self.wall_start = time.perf_counter()

@@ -20,7 +20,7 @@ import torch
 
 from ablab.data import Tokenizer
 from ablab.errors import UserError
-from ablab.evals.scoring import TaskResult, evaluate_task
+from ablab.evals.scoring import TaskNotEncodable, TaskResult, encodable, evaluate_task
 from ablab.evals.tasks import TaskSpec
 
 # Named groups of tasks, for --tasks and eval.tasks. `plan` is the research plan's suite, with its
@@ -61,15 +61,23 @@ def resolve_tasks(names: list[str]) -> list[TaskSpec]:
 
 def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, specs: list[TaskSpec], limit: int | None = None,
                    num_fewshot: int = 0, seed: int = 0, batch_size: int = 16,
-                   progress: ProgressFn | None = None) -> list[TaskResult]:
-    results = []
+                   progress: ProgressFn | None = None) -> tuple[list[TaskResult], dict[str, str]]:
+    """(results, {task: why it gave no score}): a task the model's tokenizer cannot encode at all
+    (a char vocabulary) is reported, not fatal, so the other tasks' scores are kept."""
+    results, unmeasured = [], {}
     for spec in specs:
-        result = evaluate_task(model, tokenizer, spec, limit=limit or None, num_fewshot=num_fewshot, seed=seed,
-                               batch_size=batch_size)
+        try:
+            result = evaluate_task(model, tokenizer, spec, limit=limit or None, num_fewshot=num_fewshot, seed=seed,
+                                   batch_size=batch_size)
+        except TaskNotEncodable as err:
+            unmeasured[spec.name] = str(err)
+            continue
         results.append(result)
         if progress:
             progress(spec.name, result)
-    return results
+    if not results and unmeasured:
+        raise TaskNotEncodable(next(iter(unmeasured.values())))
+    return results, unmeasured
 
 
 def eval_rows(run_id: str, step: int, results: list[TaskResult], limit: int | None, at: str) -> list[dict]:
@@ -109,9 +117,11 @@ class EvalReport:
     aggregate: dict = field(default_factory=dict)
     per_hour: float | None = None
     per_million_params: float | None = None
+    unmeasured: dict[str, str] = field(default_factory=dict)  # task -> why it gave no score
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "step": self.step, "limit": self.limit, "params": self.params,
+                "unmeasured": self.unmeasured,
                 "train_seconds": self.train_seconds, "aggregate": self.aggregate, "per_hour": self.per_hour,
                 "per_million_params": self.per_million_params, "tasks": [r.to_dict() for r in self.results]}
 
@@ -128,11 +138,11 @@ def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = N
     record = RunRecord.open(lab, run_id)
     model, tokenizer, step = load_run_model(lab, record.run_id)
     model.to(hardware.pick_device("auto"))  # the GPU when there is one
-    results = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
+    results, unmeasured = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
     record.log_evals(eval_rows(record.run_id, step, results, limit, now_iso()))
     run = record.result()
     report = EvalReport(record.run_id, step, results, limit, run.get("params"), run.get("train_seconds"),
-                        aggregate(results))
+                        aggregate(results), unmeasured=unmeasured)
     report.per_hour, report.per_million_params = per_budget(report.aggregate["centered"], report.train_seconds,
                                                             report.params)
     return report
@@ -142,15 +152,18 @@ class TrainingBenchmarks:
     """The benchmarks a run evaluates while it trains (eval.tasks every eval.tasks_every steps and at
     the end), for training-dynamics curves. Tasks and their data are checked when the run starts."""
 
-    def __init__(self, tasks: str, limit: int, num_fewshot: int):
+    def __init__(self, tasks: str, limit: int, num_fewshot: int, tokenizer: Tokenizer | None = None):
         from ablab.evals.tasks import load_examples
 
         self.specs = resolve_tasks(task_names(tasks))
-        for spec in self.specs:
-            load_examples(spec, limit=1)  # a missing data file fails now, not after hours of training
+        for spec in self.specs:  # missing data or text the model cannot read fails now, not hours later
+            examples = load_examples(spec)
+            if tokenizer is not None and not any(encodable(tokenizer, ex) for ex in examples):
+                raise TaskNotEncodable(f"Task '{spec.name}' has no example this run's {tokenizer.kind} tokenizer can "
+                                       "encode; drop it from eval.tasks or train with data.tokenizer = 'byte' or 'bpe'.")
         self.limit, self.num_fewshot = limit or None, num_fewshot
 
     def evaluate(self, model: torch.nn.Module, tokenizer: Tokenizer, run_id: str, step: int, at: str) -> tuple[list[dict], dict]:
-        results = evaluate_model(model, tokenizer, self.specs, self.limit, self.num_fewshot)
+        results, _ = evaluate_model(model, tokenizer, self.specs, self.limit, self.num_fewshot)
         summary = {r.task: r.metrics["acc"] for r in results} | {"centered_mean": aggregate(results)["centered"]}
         return eval_rows(run_id, step, results, self.limit, at), summary

@@ -200,7 +200,11 @@ def generation_metrics(references: list[tuple[str, ...]], completions: list[str]
             "acc": score, "acc_stderr": mean_stderr(em), "chance": 0.0, "centered": score}
 
 
-def _encodable(tokenizer: Tokenizer, example: Example) -> bool:
+class TaskNotEncodable(DataError):
+    """A task none of whose drawn examples the model's tokenizer can encode (a char vocabulary)."""
+
+
+def encodable(tokenizer: Tokenizer, example: Example) -> bool:
     try:
         for text in (example.context, *example.continuations):
             tokenizer.encode(text)
@@ -213,18 +217,18 @@ def _prompts(spec: TaskSpec, tokenizer: Tokenizer, pool: list[Example], indices:
              num_fewshot: int, seed: int) -> tuple[list[int], list[str]]:
     """The drawn indices whose text the tokenizer can encode, and their contexts; few-shot examples
     come only from encodable ones too, so a shot never brings in a character the model lacks."""
-    encodable = [i for i in (range(len(pool)) if num_fewshot else indices) if _encodable(tokenizer, pool[i])]
-    allowed = set(encodable)
+    readable = [i for i in (range(len(pool)) if num_fewshot else indices) if encodable(tokenizer, pool[i])]
+    allowed = set(readable)
     kept = [i for i in indices if i in allowed]
     if not kept:
-        raise UserError(f"Task '{spec.name}': none of the task's {len(indices)} examples can be encoded by "
+        raise TaskNotEncodable(f"Task '{spec.name}': none of the task's {len(indices)} examples can be encoded by "
                         f"this model's {tokenizer.kind} tokenizer; evaluate a model trained with "
                         "data.tokenizer = 'byte' or 'bpe'.")
     if not num_fewshot:
         return kept, [pool[i].context for i in kept]
     # With every example encodable the positions are the indices, so the draws match an unfiltered pool.
-    position = {i: k for k, i in enumerate(encodable)}
-    shots_pool = [pool[i] for i in encodable]
+    position = {i: k for k, i in enumerate(readable)}
+    shots_pool = [pool[i] for i in readable]
     return kept, fewshot_contexts(spec, shots_pool, [position[i] for i in kept], num_fewshot, seed)
 
 

@@ -115,7 +115,7 @@ def run_tiers(lab: Path, ref: str, steps: tuple[int, int] = PLAN_STEPS, tasks: s
 
 def _score(lab: Path, run_id: str, specs, by_task: dict[str, TaskTiers], n_steps: int, limit: int | None) -> None:
     from ablab.evals.runner import eval_rows
-    from ablab.evals.scoring import evaluate_task
+    from ablab.evals.scoring import TaskNotEncodable, evaluate_task
     from ablab.record import RunRecord, now_iso
     from ablab.sampling import load_run_model
 
@@ -125,7 +125,7 @@ def _score(lab: Path, run_id: str, specs, by_task: dict[str, TaskTiers], n_steps
         tiers = by_task[spec.name]
         try:
             result = evaluate_task(model, tokenizer, spec, limit=limit)
-        except UserError as err:  # e.g. a char tokenizer that encodes none of the task's text
+        except TaskNotEncodable as err:  # a char tokenizer that encodes none of the task's text
             tiers.unmeasurable = str(err)
             continue
         results.append(result)
