@@ -56,17 +56,17 @@ def _print_report(report) -> None:
     console.print(f"run {report.run_id} at step {report.step}" +
                   (f", {report.limit} examples per task (seeded subset)" if report.limit else ""))
     header = f"{'task':<14}{'v':>2}{'n':>7}{'acc':>9}{'± se':>8}{'acc_norm':>10}{'chance':>8}{'centred':>9}  other"
-    console.print(header, markup=False, highlight=False)
+    console.print(header, markup=False, highlight=False, soft_wrap=True)
     for r in report.results:
         m = r.metrics
         other = "  ".join(f"{k} {m[k]:.4g}" for k in ("ppl", "f1", "f1_stderr") if k in m)
         if getattr(r, "skipped", 0):
-            other += f"  skipped {r.skipped} (text outside the tokenizer)"
+            other += f"  skipped {r.skipped} (text its tokenizer cannot encode)"
         line = (f"{r.task:<14}{r.version:>2}{r.n:>7}{m['acc']:>9.4f}{m['acc_stderr']:>8.4f}"
                 f"{_num(m.get('acc_norm')):>10}{m['chance']:>8.3f}{m['centered']:>9.4f}  {other}")
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for task, reason in report.unmeasured.items():
-        console.print(f"{task:<14} not measured: {reason}", markup=False, highlight=False)
+        console.print(f"{task:<14} not measured: {reason}", markup=False, highlight=False, soft_wrap=True)
     agg = report.aggregate
     console.print(f"mean centred score over {agg['tasks']} tasks: {agg['centered']:.4f} ± {agg['centered_stderr']:.4f}")
     if report.per_hour is not None:
@@ -88,7 +88,7 @@ def _eval_harness(lab: Path, run_id: str, task: str, limit: int, fewshot: int, b
     console.print(f"lm-evaluation-harness on run {run_id} at step {step}")
     for name, metrics in results.items():
         shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        console.print(f"{name}: {shown}", markup=False, highlight=False)
+        console.print(f"{name}: {shown}", markup=False, highlight=False, soft_wrap=True)
 
 
 @evals_app.command("export-hf")
@@ -108,4 +108,4 @@ def export_hf(run_id: str = typer.Argument(..., help="Run id (a unique prefix is
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder to write the checkpoint into.")
     for path in export_run(lab_dir(lab), run_id, out):
-        console.print(f"wrote {path}", markup=False, highlight=False)
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
