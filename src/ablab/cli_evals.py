@@ -60,7 +60,7 @@ def _print_report(report) -> None:
     for r in report.results:
         m = r.metrics
         other = "  ".join(f"{k} {m[k]:.4g}" for k in ("ppl", "f1", "f1_stderr") if k in m)
-        if getattr(r, "skipped", 0):
+        if r.skipped:
             other += f"  skipped {r.skipped} (text its tokenizer cannot encode)"
         line = (f"{r.task:<14}{r.version:>2}{r.n:>7}{m['acc']:>9.4f}{m['acc_stderr']:>8.4f}"
                 f"{_num(m.get('acc_norm')):>10}{m['chance']:>8.3f}{m['centered']:>9.4f}  {other}")

@@ -92,9 +92,9 @@ def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
                       "no" if t.task in report.not_monotone else "yes")
     console.print(table)
     console.print(f"consistency over {len(report.seeds)} seeds: {'holds' if report.consistent else 'FAILS'} on most tasks"
-                  + (f" (violated by {', '.join(report.inconsistent)})" if report.inconsistent else ""))
+                  + (f" (violated by {', '.join(report.inconsistent)})" if report.inconsistent else ""), soft_wrap=True)
     console.print(f"trained > untrained > chance: {'holds' if report.monotone else 'FAILS'} on most tasks"
-                  + (f" (violated by {', '.join(report.not_monotone)})" if report.not_monotone else ""))
+                  + (f" (violated by {', '.join(report.not_monotone)})" if report.not_monotone else ""), soft_wrap=True)
 
 
 @baseline_app.command("list")

@@ -75,8 +75,6 @@ def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, specs: list[Tas
         results.append(result)
         if progress:
             progress(spec.name, result)
-    if not results and unmeasured:
-        raise TaskNotEncodable(next(iter(unmeasured.values())))
     return results, unmeasured
 
 
@@ -84,7 +82,7 @@ def eval_rows(run_id: str, step: int, results: list[TaskResult], limit: int | No
     """Ledger rows (and evals.jsonl lines) for results of one evaluation of a run at `step`."""
     return [{"run_id": run_id, "step": step, "task": r.task, "task_version": r.version,
              "num_fewshot": r.num_fewshot, "example_limit": limit or 0, "seed": r.seed, "created_at": at,
-             "data": {"n": r.n, "skipped": getattr(r, "skipped", 0), "metrics": r.metrics}} for r in results]
+             "data": {"n": r.n, "skipped": r.skipped, "metrics": r.metrics}} for r in results]
 
 
 def aggregate(results: list[TaskResult] | list[dict]) -> dict:
@@ -139,6 +137,8 @@ def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = N
     model, tokenizer, step = load_run_model(lab, record.run_id)
     model.to(hardware.pick_device("auto"))  # the GPU when there is one
     results, unmeasured = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
+    if not results:
+        raise TaskNotEncodable(" ".join(unmeasured.values()))
     record.log_evals(eval_rows(record.run_id, step, results, limit, now_iso()))
     run = record.result()
     report = EvalReport(record.run_id, step, results, limit, run.get("params"), run.get("train_seconds"),

@@ -15,7 +15,7 @@ A last_word or generation task gives its answer as `target = "{answer}"` (a temp
 `until = ["\\n"]` and `max_gen_tokens = 32`. Optional everywhere: split, labels_file (one label per
 line, stored as the field "label"), target_delimiter (" "), fewshot_delimiter ("\\n\\n").
 
-A placeholder `{field.sub}` walks into dicts, takes `{list.0}` by position, and maps over a list of
+A field reference `{field.sub}` walks into dicts, takes `{list.0}` by position, and maps over a list of
 dicts (`{choices.text}` is every choice's text); `{{` and `}}` are literal braces.
 
     spec = resolve_task("capitals.toml")  # or a registered name: resolve_task("piqa")
@@ -43,7 +43,7 @@ _TYPE_KEYS: dict[str, dict[str, type]] = {
     "generation": {"target": str, "answers": str, "until": list, "max_gen_tokens": int},
 }
 _TOML_NAMES = {str: "string", int: "integer", list: "array"}
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+_FIELD_REF = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _FIELD_PATH = re.compile(r"\w+(\.\w+)*")
 
 
@@ -69,14 +69,14 @@ def _render(spec_file: Path, template: str, doc: Doc) -> str:
         if token in ("{{", "}}"):
             return token[0]
         return str(_lookup(spec_file, doc, match.group(1)))
-    return _PLACEHOLDER.sub(fill, template)
+    return _FIELD_REF.sub(fill, template)
 
 
 def _check_template(spec_file: Path, key: str, template: str) -> None:
-    for match in _PLACEHOLDER.finditer(template):
+    for match in _FIELD_REF.finditer(template):
         field = match.group(1)
         if field is not None and not _FIELD_PATH.fullmatch(field):
-            raise UserError(f"{spec_file}: {key} has the placeholder {match.group(0)!r}, which is not a field "
+            raise UserError(f"{spec_file}: {key} has the field reference {match.group(0)!r}, which is not a field "
                             "name; write {field} or {field.sub}, and {{ or }} for a literal brace.")
 
 

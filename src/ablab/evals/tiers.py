@@ -114,23 +114,17 @@ def run_tiers(lab: Path, ref: str, steps: tuple[int, int] = PLAN_STEPS, tasks: s
 
 
 def _score(lab: Path, run_id: str, specs, by_task: dict[str, TaskTiers], n_steps: int, limit: int | None) -> None:
-    from ablab.evals.runner import eval_rows
-    from ablab.evals.scoring import TaskNotEncodable, evaluate_task
+    from ablab.evals.runner import eval_rows, evaluate_model
     from ablab.record import RunRecord, now_iso
     from ablab.sampling import load_run_model
 
     model, tokenizer, step = load_run_model(lab, run_id)
-    results = []
-    for spec in specs:
-        tiers = by_task[spec.name]
-        try:
-            result = evaluate_task(model, tokenizer, spec, limit=limit)
-        except TaskNotEncodable as err:  # a char tokenizer that encodes none of the task's text
-            tiers.unmeasurable = str(err)
-            continue
-        results.append(result)
-        tiers.chance = result.metrics["chance"]
-        tiers.accs.setdefault(n_steps, []).append(result.metrics["acc"])
+    results, unmeasured = evaluate_model(model, tokenizer, specs, limit)
+    for task, reason in unmeasured.items():
+        by_task[task].unmeasurable = reason
+    for result in results:
+        by_task[result.task].chance = result.metrics["chance"]
+        by_task[result.task].accs.setdefault(n_steps, []).append(result.metrics["acc"])
     RunRecord.open(lab, run_id).log_evals(eval_rows(run_id, step, results, limit, now_iso()))
 
 
