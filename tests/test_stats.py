@@ -241,3 +241,56 @@ def test_verdict_noisy_small_effect_is_inconclusive_with_seed_estimate():
 def test_verdict_rejects_unknown_direction():
     with pytest.raises(ValueError, match="decrease"):
         stats.verdict(stats.paired(BASELINE, BASELINE), "lower", 0.01, 0.01)
+
+
+# -- agreement with SciPy on random inputs ---------------------------------------------------------
+@pytest.mark.parametrize("seed", range(5))
+def test_statistics_agree_with_scipy_on_random_samples(seed):
+    rng = np.random.default_rng(seed)
+    n_a, n_b = rng.integers(3, 12, size=2)
+    a = rng.normal(rng.normal(), rng.uniform(0.1, 2), n_a)
+    b = rng.normal(rng.normal(), rng.uniform(0.1, 2), n_b)
+
+    s = stats.summarize(a)
+    low, high = sps.t.interval(0.95, df=n_a - 1, loc=np.mean(a), scale=sps.sem(a))
+    assert (s.mean, s.std, s.sem) == pytest.approx((np.mean(a), np.std(a, ddof=1), sps.sem(a)))
+    assert (s.ci_low, s.ci_high) == pytest.approx((low, high))
+
+    w = stats.welch(a, b)
+    reference = sps.ttest_ind(a, b, equal_var=False)
+    assert (w.t, w.p) == pytest.approx((reference.statistic, reference.pvalue))
+    va, vb = np.var(a, ddof=1) / n_a, np.var(b, ddof=1) / n_b  # Welch-Satterthwaite by hand
+    assert w.dof == pytest.approx((va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)))
+
+    pooled = math.sqrt(((n_a - 1) * np.var(a, ddof=1) + (n_b - 1) * np.var(b, ddof=1)) / (n_a + n_b - 2))
+    assert stats.cohens_d(a, b) == pytest.approx((np.mean(a) - np.mean(b)) / pooled)
+
+    base = a + rng.normal(0.3, 0.5, n_a)
+    p = stats.paired(a, base, n_boot=2000)
+    reference = sps.ttest_rel(a, base)
+    assert (p.t, p.p) == pytest.approx((reference.statistic, reference.pvalue))
+    interval = sps.t.interval(0.95, df=n_a - 1, loc=np.mean(a - base), scale=sps.sem(a - base))
+    assert (p.ci_low, p.ci_high) == pytest.approx(interval)
+    scipy_boot = sps.bootstrap((a - base,), np.mean, n_resamples=4000, method="percentile",
+                               random_state=seed).confidence_interval
+    width = scipy_boot.high - scipy_boot.low
+    assert abs(p.boot_low - scipy_boot.low) < 0.15 * width and abs(p.boot_high - scipy_boot.high) < 0.15 * width
+
+    columns = {"x": rng.normal(size=20), "y": rng.normal(size=20)}
+    columns["z"] = columns["x"] * 2 + rng.normal(size=20)
+    for method, test in (("pearson", sps.pearsonr), ("spearman", sps.spearmanr)):
+        names, r, pv = stats.correlation_matrix(columns, method)
+        reference = test(columns["x"], columns["z"])
+        assert r[0, 2] == pytest.approx(reference.statistic) and pv[0, 2] == pytest.approx(reference.pvalue)
+
+
+def test_holm_agrees_with_the_step_down_definition_on_random_p_values():
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        p = rng.uniform(0, 0.2, rng.integers(2, 8))
+        order = np.argsort(p)
+        expected, running = np.empty(p.size), 0.0
+        for rank, i in enumerate(order):  # the definition: max over earlier ranks of (m - rank) p, capped at 1
+            running = max(running, (p.size - rank) * p[i])
+            expected[i] = min(running, 1.0)
+        assert stats.holm(p) == pytest.approx(expected.tolist())
