@@ -223,7 +223,7 @@ def test_a_version_1_ledger_opens_as_the_current_version_with_every_row_kept(tmp
         counts = ledger.row_counts()
         assert {k: counts[k] for k in ("runs", "metrics", "notes", "tags", "events")} == \
             {"runs": 3, "metrics": 12, "notes": 3, "tags": 3, "events": 0}
-        assert {"baselines", "studies", "study_runs", "eval_results"} <= counts.keys()
+        assert {"baselines", "studies", "study_runs", "eval_results", "scaling_fits"} <= counts.keys()
         assert [r.id for r in ledger.runs(tag="old", status="finished")] == ["run0", "run1", "run2"]
         assert [r.id for r in ledger.runs(where={"model.d_model": 128})] == ["run1"]
         assert ledger.metrics("run2")[-1] == {"step": 3, "val_loss": 1.0}

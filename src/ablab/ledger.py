@@ -6,7 +6,8 @@ was before or after that write, never half of it. `PRAGMA user_version` holds th
 opening an older ledger runs the migrations in order.
 
 Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag; for
-baselines and studies see _StudyStore, for benchmark results ledger_evals._EvalStore.
+baselines and studies see _StudyStore, for benchmark results ledger_evals._EvalStore, for
+scaling-law fits ledger_fits._FitStore.
 Queries return plain dataclasses and dicts.
 """
 
@@ -23,6 +24,7 @@ from typing import Any, Iterable
 
 from ablab.errors import UserError
 from ablab.ledger_evals import _EvalStore
+from ablab.ledger_fits import _FitStore
 from ablab.ledger_schema import MIGRATIONS, SCHEMA_VERSION
 
 STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
@@ -118,7 +120,7 @@ class _StudyStore:
         return {(arm, seed): run_id for arm, seed, run_id in rows}
 
 
-class Ledger(_StudyStore, _EvalStore):
+class Ledger(_StudyStore, _EvalStore, _FitStore):
     def __init__(self, lab: Path, timeout: float = 60.0):
         path = ledger_path(lab)
         path.parent.mkdir(parents=True, exist_ok=True)

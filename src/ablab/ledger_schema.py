@@ -68,5 +68,16 @@ CREATE TABLE eval_results (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3]  # MIGRATIONS[i] takes a ledger from version i to i + 1
+# Version 4 keeps scaling-law fits: each with what it was fitted to (a baseline's ladder, a study, a
+# CSV), its kind (chinchilla, compute, params, isoflop) and its compute convention.
+SCHEMA_V4 = """
+CREATE TABLE scaling_fits (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, baseline TEXT, kind TEXT NOT NULL, convention TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data TEXT NOT NULL           -- JSON: parameters, confidence intervals, points, fitted range
+);
+CREATE INDEX scaling_fits_name ON scaling_fits (name);
+"""
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]  # MIGRATIONS[i] takes a ledger from version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -93,7 +93,7 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
     for seed in spec.seeds:
         for row in plan.rows:
-            outcome = _run_one(lab, spec.name, row.arm, seed, progress_for)
+            outcome = run_cell(lab, spec.name, row.arm, seed, progress_for)
             if outcome is not None:
                 say(f"{row.arm.name} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
                 if outcome.status == "interrupted":
@@ -115,7 +115,7 @@ def _score_benchmarks(lab: Path, spec: StudySpec, arm: str, seed: int, say: Call
             say(f"{arm} seed {seed}: scored {', '.join(scored)}")
 
 
-def _run_one(lab: Path, study: str, arm: Arm, seed: int, progress_for) -> Outcome | None:
+def run_cell(lab: Path, study: str, arm: Arm, seed: int, progress_for) -> Outcome | None:
     """Run (or resume, or reuse) one arm at one seed; None if the study already has it finished."""
     with Ledger(lab) as ledger:
         linked = ledger.study_runs(study).get((arm.name, seed))
