@@ -163,6 +163,8 @@ def test_sheet_log_and_conclusion(lab):
         assert f"## {section}. " in sheet
     assert "| optim.lr=0.04 |" in sheet and "Rule:" in sheet and "☑ Equal tokens seen" in sheet
     assert (lab / "reports" / "studies" / "sheet-loss-steps.png").read_bytes()[:4] == b"\x89PNG"
+    assert (lab / "reports" / "studies" / "sheet-loss-steps.svg").read_text().lstrip().startswith("<?xml")
+    assert "![sheet-val_loss-vs-variable](sheet-val_loss-vs-variable.png)" in sheet  # lr 0.02 and 0.04
     result = run_cli("study", "conclude", "sheet", "--decision", "keep 0.02", "--lab", str(lab), cwd=lab)
     assert result.returncode == 0, result.stderr
     write_sheet(lab, "sheet")  # regenerating keeps the researcher's words
@@ -214,3 +216,4 @@ def test_study_benchmarks_score_every_run_and_fill_the_sheet(lab):
     assert not any("scored" in line for line in said)
     sheet = write_sheet(lab, "bench").read_text()
     assert "### Benchmarks" in sheet and "| toy | optim.lr=0.04 |" in sheet and "| toy | baseline |" in sheet
+    assert "![bench-benchmarks](bench-benchmarks.png)" in sheet

@@ -8,8 +8,6 @@ import math
 from pathlib import Path
 
 from ablab.ledger import Ledger
-from ablab.plots import plot_curves
-from ablab.runs import Curve
 from ablab.study import BASELINE_ARM
 from ablab.study_benchmarks import benchmark_table, markdown as benchmark_markdown
 from ablab.study_runner import ArmResult, analyze, status
@@ -135,21 +133,15 @@ def _observations(cells: dict) -> list[str]:
 
 
 def _plots(folder: Path, name: str, spec: dict, cells: dict, lab: Path) -> list[Path]:
-    with Ledger(lab) as ledger:
-        curves = [Curve(run.id, f"{arm} s{seed}", ledger.metrics(run.id))
-                  for (arm, seed), run in cells.items() if run is not None]
-    if not curves:
-        return []
-    paths = [folder / f"{name}-loss-steps.png", folder / f"{name}-loss-time.png"]
-    plot_curves(curves, paths[0], "steps")
-    plot_curves(curves, paths[1], "time")
-    return paths
+    from ablab.study_figures import study_figures
+
+    return study_figures(lab, name, spec, cells, folder)
 
 
 def write_log(lab: Path) -> Path:
     """reports/LOG.md: one entry per study and a summary table, newest study last."""
     with Ledger(lab) as ledger:
-        studies = ledger.studies()
+        studies = [s for s in ledger.studies() if s["spec"].get("kind") != "ladder"]  # ladders have no hypothesis
     entries, table = [], ["| # | name | date | key change | final val loss | best val loss | train time | notes |",
                           "|---|---|---|---|---|---|---|---|"]
     for i, study in enumerate(studies, 1):
@@ -167,8 +159,8 @@ def write_log(lab: Path) -> Path:
         entries += [f"## {i}. {spec['name']} ({spec['date']})", "", f"- Hypothesis: {spec['prediction']}",
                     f"- Configuration changes: {', '.join(arms)} against {record['baseline']}",
                     f"- Results: {'; '.join(f'{a}: {v}' for a, v in verdicts.items()) or 'no verdict yet'}",
-                    f"- Loss curves: studies/{spec['name']}-loss-steps.png (by step), "
-                    f"studies/{spec['name']}-loss-time.png (by wall-clock)",
+                    "- Loss curves (mean and band over seeds, by step):",
+                    "", f"  ![{spec['name']} loss by step](studies/{spec['name']}-loss-steps.png)", "",
                     f"- Observations: {conclusion.get('interpretation') or '_(not written yet)_'}",
                     f"- Next steps: {conclusion.get('follow_up') or '_(not written yet)_'}", ""]
     path = lab / "reports" / "LOG.md"
