@@ -184,3 +184,26 @@ def test_a_task_a_char_model_cannot_read_is_reported_and_the_rest_kept(tmp_path,
     assert only.returncode == 2 and "data.tokenizer = 'byte' or 'bpe'" in only.stderr
     before = run_cli("run", *TINY, "eval.tasks=arithmetic", cwd=tmp_path)  # refused before training starts
     assert before.returncode == 2 and "drop it from eval.tasks" in before.stderr
+
+
+def test_correlate_gives_the_task_and_loss_matrix_and_a_heatmap(tmp_path, shared_data):
+    import numpy as np
+    from scipy import stats as sps
+
+    from ablab.analysis import benchmark_columns, correlations
+
+    for steps in (2, 6, 12, 20):
+        run = start_run(C.load(None, [*BYTE, f"train.max_steps={steps}", "eval.tasks=piqa,lambada",
+                                      "eval.tasks_limit=24"]), tmp_path)
+        assert run.status == "finished"
+    table = correlations(tmp_path, method="spearman")
+    assert table.names == ["val_loss", "lambada", "piqa"] and table.runs == 4
+    columns = benchmark_columns(tmp_path)
+    expected = sps.spearmanr(columns["val_loss"], columns["piqa"]).statistic
+    assert table.r[0, 2] == pytest.approx(expected) or (np.isnan(expected) and np.isnan(table.r[0, 2]))
+    result = run_cli("correlate", "--out", str(tmp_path / "corr.png"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "spearman correlations over 4 runs" in result.stdout
+    assert (tmp_path / "corr.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "corr.svg").exists()
+    few = run_cli("correlate", "--tag", "nothing", cwd=tmp_path)
+    assert few.returncode == 2 and "at least 3 runs" in few.stderr
