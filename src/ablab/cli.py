@@ -15,6 +15,7 @@ from ablab import config as config_mod
 from ablab.cli_common import LabOpt, console, lab_dir
 from ablab.cli_analysis import analysis_app
 from ablab.cli_evals import evals_app
+from ablab.cli_report import report_app
 from ablab.cli_runs import runs_app
 from ablab.cli_study import baseline_app, study_app
 from ablab.errors import UserError
@@ -30,6 +31,7 @@ app.add_typer(study_app, name="study")
 app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top-level commands
 app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder
+app.add_typer(report_app)  # report
 err_console = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file or preset name (quickstart, small, medium, …).")
