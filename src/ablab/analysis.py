@@ -70,3 +70,50 @@ def correlations(lab: Path, study: str | None = None, tag: str | None = None, me
                         "score runs with `ablab eval RUN --tasks ...` first.")
     names, r, p = stats.correlation_matrix(columns, method)
     return Correlations(names, r, p, method, n_runs)
+
+
+@dataclass
+class ArmGain:
+    arm: str
+    n_params: float
+    gain: object  # scaling.EfficiencyGain
+
+
+def arm_gains(lab: Path, study: str | None = None, run_id: str | None = None, law_name: str | None = None,
+              metric: str = "val_loss") -> tuple[list[ArmGain], object | None, object]:
+    """(each arm's compute-efficiency gain over the baseline's law, the trend of the gain across
+    sizes when the arms span three or more, the law). C_observed is the arm's training compute under
+    the law's convention; C_predicted the compute at which the law reaches the arm's loss."""
+    from ablab.scaling import efficiency_gain, gain_trend
+    from ablab.scaling_data import load_law, run_compute
+    from ablab.study import BASELINE_ARM
+    from ablab.study_runner import status
+
+    if (study is None) == (run_id is None):
+        raise UserError("Name a study or a run (--run ID) to measure the compute-efficiency gain of.")
+    if study is not None:
+        record, cells = status(lab, study)
+        groups = {arm: [r for (a, _), r in cells.items() if a == arm and r is not None and r.status == "finished"]
+                  for arm in record["spec"]["arms"] if arm != BASELINE_ARM}
+        baseline = record["baseline"]
+    else:
+        with Ledger(lab) as ledger:
+            run = ledger.run(run_id)
+        groups, baseline = {run.id: [run] if run.status == "finished" else []}, None
+    law = load_law(lab, law_name, baseline) if (law_name or baseline) else load_law(lab, law_name)
+    gains = []
+    for arm, runs in groups.items():
+        losses = [r.result["final"][metric] for r in runs if r.result.get("final", {}).get(metric) is not None]
+        if not losses:
+            continue
+        key = "params" if law.embeddings else "non_embedding_params"
+        n = float(np.mean([r.result[key] for r in runs]))
+        compute = float(np.mean([run_compute(r, r.result["tokens_seen"], r.result[key], law.convention) for r in runs]))
+        gains.append(ArmGain(arm, n, efficiency_gain(law, compute, losses)))
+    sizes = sorted({g.n_params for g in gains})
+    trend = None
+    finite = [g for g in gains if math.isfinite(g.gain.gain)]
+    if len(sizes) >= 3 and len(finite) >= 3:
+        trend = gain_trend([g.n_params for g in finite], [g.gain.gain for g in finite],
+                           [(g.gain.ci_low, g.gain.ci_high) for g in finite])
+    return gains, trend, law

@@ -39,3 +39,160 @@ def correlate(study: Optional[str] = typer.Option(None, help="Only this study's 
 
         for path in correlation_heatmap(table.r.tolist(), table.names, out, title=f"correlation ({method})"):
             console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+scaling_app = typer.Typer(no_args_is_help=True, help="Scaling-law fits and compute-efficiency gains.\n\n"
+                                                     "Example: `ablab scaling fit --study ladder-plan@2026-11-21`")
+analysis_app.add_typer(scaling_app, name="scaling")
+
+
+def _ci(interval) -> str:
+    low, high = interval
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+def print_fits(fits: dict, reasons: dict) -> None:
+    """The fitted laws in words: parameters with their bootstrap intervals, range, allocation."""
+    for kind, fit in fits.items():
+        if kind in ("compute", "params"):
+            console.print(f"L({fit.name}) = E + A {fit.name}^-alpha over {fit.n_points} points, {fit.name} in "
+                          f"[{fit.x_min:.3g}, {fit.x_max:.3g}] ({fit.convention}, embeddings "
+                          f"{'in' if fit.embeddings else 'out'}): E {fit.E:.4g} {_ci(fit.E_ci)}, A {fit.A:.4g} "
+                          f"{_ci(fit.A_ci)}, alpha {fit.alpha:.4g} {_ci(fit.alpha_ci)}", soft_wrap=True)
+        elif kind == "chinchilla":
+            console.print(f"L(N, D) = E + A/N^alpha + B/D^beta over {fit.n_points} points: E {fit.E:.4g} {_ci(fit.E_ci)}, "
+                          f"A {fit.A:.4g} {_ci(fit.A_ci)}, B {fit.B:.4g} {_ci(fit.B_ci)}, alpha {fit.alpha:.4g} "
+                          f"{_ci(fit.alpha_ci)}, beta {fit.beta:.4g} {_ci(fit.beta_ci)}", soft_wrap=True)
+            console.print(f"compute-optimal: N* ~ C^{fit.n_exponent:.3f} {_ci(fit.n_exponent_ci)}, "
+                          f"D* ~ C^{fit.d_exponent:.3f}", soft_wrap=True)
+        elif kind == "isoflop":
+            console.print(f"IsoFLOP over {len(fit.budgets)} budgets: N_opt ~ C^{fit.n_exponent:.3f} "
+                          f"{_ci(fit.n_exponent_ci)}, D_opt ~ C^{fit.d_exponent:.3f} {_ci(fit.d_exponent_ci)}"
+                          + (f"; {len(fit.skipped)} budgets skipped" if fit.skipped else ""), soft_wrap=True)
+    for kind, reason in reasons.items():
+        console.print(f"{kind}: not fitted: {reason}", style="dim", soft_wrap=True)
+
+
+@scaling_app.command("fit")
+def scaling_fit(study: Optional[str] = typer.Option(None, help="Fit this study's (or ladder's) finished runs."),
+                tag: Optional[str] = typer.Option(None, help="Fit the finished runs with this tag."),
+                csv_file: Optional[Path] = typer.Option(None, "--csv", help="Fit external points from a CSV instead."),
+                n_column: Optional[str] = typer.Option(None, help="CSV column of parameter counts N."),
+                d_column: Optional[str] = typer.Option(None, help="CSV column of training tokens D."),
+                compute_column: Optional[str] = typer.Option(None, help="CSV column of training compute C."),
+                loss_column: str = typer.Option("loss", help="CSV column of the loss."),
+                convention: str = typer.Option("6ND", help="Compute convention: 6ND or 6ND+attn."),
+                embeddings: bool = typer.Option(False, help="Count embedding parameters in N."),
+                name: Optional[str] = typer.Option(None, help="Store the fits under this name (default: the source)."),
+                baseline: Optional[str] = typer.Option(None, help="Store them as this baseline's law (NAME@DATE)."),
+                lab: Optional[Path] = LabOpt) -> None:
+    """Fit L(C) and L(N) power laws, Chinchilla's L(N, D) and an IsoFLOP analysis to runs of the
+    ledger or to a CSV of published points; print them with bootstrap intervals, plot, and store.
+
+    Example: `ablab scaling fit --csv chinchilla.csv --n-column N --d-column D --loss-column loss`
+    """
+    from ablab.scaling_data import csv_points, fit_points, ledger_points, save_fits
+    from ablab.scaling_report import plot_fits
+
+    if csv_file is not None:
+        points = csv_points(csv_file, n_column, d_column, compute_column, loss_column, convention, embeddings)
+    else:
+        points = ledger_points(lab_dir(lab), study, tag, None, convention, embeddings)
+    fits, reasons = fit_points(points)
+    print_fits(fits, reasons)
+    if not fits:
+        from ablab.errors import UserError
+
+        raise UserError(f"No law could be fitted to the {len(points)} points; {next(iter(reasons.values()))}")
+    label = name or study or tag or (csv_file.stem if csv_file else "ledger")
+    save_fits(lab_dir(lab), label, fits, points, baseline)
+    for path in plot_fits(points, fits, lab_dir(lab) / "reports" / "scaling", label.replace("/", "-")):
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    console.print(f"stored as '{label}'" + (f" for baseline {baseline}" if baseline else ""))
+
+
+@scaling_app.command("gain")
+def scaling_gain(study: Optional[str] = typer.Argument(None, help="Study whose arms to measure."),
+                 run_id: Optional[str] = typer.Option(None, "--run", help="Measure one run instead."),
+                 law: Optional[str] = typer.Option(None, help="Name of the stored L(C) law (default: the "
+                                                               "study's baseline's newest)."),
+                 out: Optional[Path] = typer.Option(None, "--out", "-o", help="Plot gain vs size (PNG and SVG)."),
+                 lab: Optional[Path] = LabOpt) -> None:
+    """Compute-efficiency gain C_predicted / C_observed of each arm (or a run) against the
+    baseline's fitted L(C), with a confidence interval from the law's bootstrap and the seeds; across
+    three or more sizes, whether the gain grows, holds or shrinks.
+
+    Example: `ablab scaling gain qk-norm-sizes --out reports/qk-norm-gain.png`
+    """
+    from ablab.analysis import arm_gains
+
+    gains, trend, fitted = arm_gains(lab_dir(lab), study, run_id, law)
+    console.print(f"against L(C) = {fitted.E:.4g} + {fitted.A:.4g} C^-{fitted.alpha:.4g} ({fitted.convention}), "
+                  f"fitted over C in [{fitted.x_min:.3g}, {fitted.x_max:.3g}]", soft_wrap=True)
+    for g in gains:
+        e = g.gain
+        console.print(f"{g.arm}: gain {e.gain:.3g}x [{e.ci_low:.3g}, {e.ci_high:.3g}] (loss {e.loss:.4f} over "
+                      f"{e.n_seeds} seeds at {e.compute:.3g} FLOPs; the law needs {e.compute_predicted:.3g})",
+                      markup=False, soft_wrap=True)
+        for warning in e.warnings:
+            console.print(f"  warning: {warning}", markup=False, soft_wrap=True)
+    if trend is not None:
+        console.print(f"trend across {trend.n_sizes} sizes: {trend.direction} (slope {trend.slope:+.3f} per "
+                      f"log size, CI [{trend.ci_low:+.3f}, {trend.ci_high:+.3f}]). {trend.sentence}", soft_wrap=True)
+    if out is not None and gains:
+        from ablab.figures import gain_vs_size
+
+        finite = [g for g in gains if g.gain.gain == g.gain.gain and g.gain.gain != float("inf")]
+        for path in gain_vs_size([g.n_params for g in finite], [g.gain.gain for g in finite], out,
+                                 cis=[(g.gain.ci_low, g.gain.ci_high) for g in finite]):
+            console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        from ablab.errors import UserError
+
+        raise UserError(f"--{option} {text!r} is not a list of numbers; write e.g. --{option} 1e13,3e13,1e14.") from None
+
+
+@analysis_app.command("ladder")
+def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
+           sizes: str = typer.Option(..., help="Model sizes as d_model x n_layers, e.g. 64x2,128x4,192x6."),
+           flops: str = typer.Option("", help="IsoFLOP budgets: each size trains the tokens that spend each."),
+           tokens: str = typer.Option("", help="Token budgets instead: every size at every count."),
+           seeds: str = typer.Option("", help="Seeds (default: the baseline's first)."),
+           convention: str = typer.Option("6ND", help="Compute convention of the fits: 6ND or 6ND+attn."),
+           yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
+           lab: Optional[Path] = LabOpt) -> None:
+    """Plan and run a scaling ladder of a baseline (sizes x budgets, an IsoFLOP grid) like a study,
+    then fit L(C), L(N), L(N, D) and the IsoFLOP minima, and store the law under the baseline's date.
+
+    Example: `ablab ladder cpu@2026-11-21 --sizes 64x2,96x3,128x4 --flops 2e12,6e12,2e13 --yes`
+    """
+    from ablab.ladder import parse_sizes, plan_ladder, run_ladder
+    from ablab.scaling_data import fit_points, ledger_points, save_fits
+    from ablab.scaling_report import plot_fits
+
+    seed_list = [int(s) for s in _numbers(seeds, "seeds")] or None
+    plan = plan_ladder(lab_dir(lab), ref, parse_sizes(sizes), _numbers(flops, "flops") or None,
+                       [int(t) for t in _numbers(tokens, "tokens")] or None, seed_list)
+    for rung in plan.rungs:
+        budget = f"{rung.flops:.3g} FLOPs" if rung.flops else "token budget"
+        console.print(f"{rung.name:<18} {rung.non_embedding_params:>12,} params {rung.tokens:>14,} tokens  ({budget})")
+    for line in plan.skipped:
+        console.print(f"skipped {line}", style="dim")
+    console.print(f"{len(plan.rungs)} rungs x {len(plan.seeds)} seeds = {len(plan.rungs) * len(plan.seeds)} runs")
+    if not yes and not typer.confirm("Run this ladder?"):
+        raise typer.Exit(1)
+    if run_ladder(lab_dir(lab), plan, say=console.print) == "interrupted":
+        console.print("interrupted; run the same command again to finish only what is missing")
+        raise typer.Exit(130)
+    points = ledger_points(lab_dir(lab), study=plan.study, convention=convention)
+    fits, reasons = fit_points(points)
+    print_fits(fits, reasons)
+    save_fits(lab_dir(lab), f"ladder:{ref}", fits, points, baseline=ref)
+    for path in plot_fits(points, fits, lab_dir(lab) / "reports" / "scaling", f"ladder-{ref}"):
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    console.print(f"stored {', '.join(fits) or 'no fits'} as the law of {ref}")

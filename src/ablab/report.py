@@ -26,6 +26,7 @@ from ablab.errors import UserError
 from ablab.ledger import Ledger, ledger_path
 from ablab.record import STATUSES, now_iso
 from ablab.runs import Table, cell, list_runs
+from ablab.scaling_report import fit_rows, scaling_section
 from ablab.study import BASELINE_ARM
 from ablab.study_figures import study_figures
 from ablab.study_runner import ArmResult, analyze, status
@@ -217,6 +218,9 @@ def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequenc
                 ("Runs", _html_runs(view.runs))]
     if view.evals:
         sections.append(("Benchmarks", _html_table(*benchmark_table(view.evals))))
+    scaling = scaling_section(lab, lab / "reports" / "scaling", plots)
+    if scaling is not None:
+        sections.append(scaling)
     sections += list(extra_sections)
     anchors = [re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") for title, _ in sections]
     nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, (t, _) in zip(anchors, sections))
@@ -312,6 +316,10 @@ def write_research_report(lab: Path, *, plots: bool = True) -> Path:
     if view.evals:
         lines += ["## Benchmarks", "", "The newest result per run and task.", "",
                   *_md_table(*benchmark_table(view.evals)), ""]
+    with Ledger(lab) as ledger:
+        fits = ledger.fits()
+    if fits:
+        lines += ["## Scaling fits", "", *_md_table(*fit_rows(fits)), ""]
     path = reports / "research_report.md"
     _write_atomic(path, "\n".join(lines))
     return path
