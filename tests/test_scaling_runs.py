@@ -88,3 +88,19 @@ def test_a_ladder_runs_its_grid_once_and_stores_what_it_can_fit(tmp_path):
     assert again.returncode == 0 and "run " not in again.stdout.replace("rungs", "")  # nothing trained again
     bad = run_cli("ladder", "lad@2026-11-01", "--sizes", "33x1", "--tokens", "16384", "--yes", cwd=tmp_path)
     assert bad.returncode == 2 and "head width" in bad.stderr
+
+
+def test_dynamics_of_a_run_fit_the_curve_and_show_benchmarks_over_training(tmp_path, shared_data):
+    from ablab.analysis import dynamics
+    from ablab.scaling import tokens_to_fraction
+
+    outcome = start_run(C.load(None, [*TINY, "data.tokenizer=byte", "train.max_steps=60", "eval.every=6",
+                                      "eval.tasks=lambada", "eval.tasks_every=30", "eval.tasks_limit=16"]), tmp_path)
+    d = dynamics(tmp_path, outcome.run_id)
+    assert len(d.tokens) == 11 and d.fit is not None and d.fit.name == "tokens"
+    assert d.fractions == tokens_to_fraction(d.tokens, d.val_loss)
+    assert [step for step, _, _ in d.benchmarks["lambada"]] == [0, 30, 60]
+    result = run_cli("dynamics", outcome.run_id, "--out", str(tmp_path / "dyn"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "90% of the final improvement" in result.stdout and "lambada: step 0" in result.stdout
+    assert (tmp_path / "dyn.png").exists() and (tmp_path / "dyn-benchmarks.png").exists()

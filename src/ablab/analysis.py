@@ -117,3 +117,42 @@ def arm_gains(lab: Path, study: str | None = None, run_id: str | None = None, la
         trend = gain_trend([g.n_params for g in finite], [g.gain.gain for g in finite],
                            [(g.gain.ci_low, g.gain.ci_high) for g in finite])
     return gains, trend, law
+
+
+@dataclass
+class Dynamics:
+    run_id: str
+    tokens: list[float]
+    val_loss: list[float]
+    fit: object | None  # scaling.PowerLawFit of val_loss against tokens
+    fit_note: str  # why there is no fit, when there is none
+    fractions: dict[float, float | None]  # share of the final improvement -> tokens that reached it
+    benchmarks: dict[str, list[tuple[int, int, float]]]  # task -> (step, tokens, acc) over training
+
+
+def dynamics(lab: Path, run_id: str) -> Dynamics:
+    """Diminishing returns in one run: val loss against tokens with a power-law fit, the tokens at
+    which 90/95/99% of the run's improvement was reached, and benchmark scores over training."""
+    from ablab.scaling import fit_power_law, tokens_to_fraction
+
+    with Ledger(lab) as ledger:
+        run = ledger.run(run_id)
+        every_row = ledger.metrics(run.id)
+        evals = ledger.evals([run.id])
+    rows = [r for r in every_row if r.get("val_loss") is not None]
+    tokens_at = {r["step"]: r.get("tokens", 0) for r in every_row}
+    tokens, losses = [float(r["tokens"]) for r in rows], [float(r["val_loss"]) for r in rows]
+    if len(rows) < 3:
+        raise UserError(f"Run {run.id} has {len(rows)} validation points; dynamics need several, so train "
+                        "with eval.every set to a fraction of the steps.")
+    fit, note = None, ""
+    positive = [(t, v) for t, v in zip(tokens, losses) if t > 0]
+    try:
+        fit = fit_power_law([t for t, _ in positive], [v for _, v in positive], name="tokens", n_boot=100)
+    except UserError as err:
+        note = str(err)
+    curves: dict[str, list[tuple[int, int, float]]] = {}
+    for e in evals:
+        curves.setdefault(e["task"], []).append((e["step"], tokens_at.get(e["step"], 0), e["metrics"]["acc"]))
+    return Dynamics(run.id, tokens, losses, fit, note, tokens_to_fraction(tokens, losses), curves)
+

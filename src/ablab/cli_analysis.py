@@ -196,3 +196,40 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
     for path in plot_fits(points, fits, lab_dir(lab) / "reports" / "scaling", f"ladder-{ref}"):
         console.print(f"wrote {path}", markup=False, highlight=False)
     console.print(f"stored {', '.join(fits) or 'no fits'} as the law of {ref}")
+
+
+@analysis_app.command("dynamics")
+def dynamics(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure stem to write (PNG and SVG)."),
+             lab: Optional[Path] = LabOpt) -> None:
+    """Diminishing returns over one run: a power-law fit of val loss against tokens, the tokens at
+    which 90/95/99% of the final improvement was reached, and benchmark scores over training.
+
+    Example: `ablab dynamics 3f2a --out reports/3f2a-dynamics`
+    """
+    from ablab.analysis import dynamics as run_dynamics
+
+    d = run_dynamics(lab_dir(lab), run_id)
+    if d.fit is not None:
+        f = d.fit
+        console.print(f"val_loss(tokens) = {f.E:.4g} + {f.A:.4g} t^-{f.alpha:.4g} over {f.n_points} points "
+                      f"(E {_ci(f.E_ci)}, alpha {_ci(f.alpha_ci)})", soft_wrap=True)
+    else:
+        console.print(f"no fit: {d.fit_note}", style="dim", soft_wrap=True)
+    for fraction, tokens in d.fractions.items():
+        reached = f"{tokens:,.0f} tokens ({tokens / d.tokens[-1]:.0%} of the run)" if tokens else "not reached"
+        console.print(f"{fraction:.0%} of the final improvement: {reached}")
+    for task, points in d.benchmarks.items():
+        console.print(f"{task}: " + ", ".join(f"step {s} {acc:.3f}" for s, _, acc in points), soft_wrap=True)
+    if out is not None:
+        from ablab import figures
+
+        paths = figures.scaling_curve(d.tokens[1:] if d.tokens[0] == 0 else d.tokens,
+                                      d.val_loss[1:] if d.tokens[0] == 0 else d.val_loss, out,
+                                      fit=d.fit.predict if d.fit else None, xlabel="tokens")
+        if d.benchmarks:
+            groups = {task: [figures.Series([s for s, _, _ in pts], [a for _, _, a in pts], task)]
+                      for task, pts in d.benchmarks.items()}
+            paths += figures.loss_bands(groups, Path(f"{out}-benchmarks"), x="steps", metric="acc")
+        for path in paths:
+            console.print(f"wrote {path}", markup=False, highlight=False)
