@@ -121,8 +121,8 @@ def test_page_loads_nothing_from_the_network(page):
     text = page.read_text(encoding="utf-8")
     assert not NETWORK.findall(text)
     images = re.findall(r'<img [^>]*src="([^"]*)"', text)
-    # The lr study's figures: loss by step, by time, and val_loss against lr (the other study has no runs).
-    assert len(images) == 3 and all(i.startswith("data:image/png;base64,iVBORw0KGgo") for i in images)
+    # The lr study's figures: loss by step, tokens and time, and val_loss against lr (the other has no runs).
+    assert len(images) == 4 and all(i.startswith("data:image/png;base64,iVBORw0KGgo") for i in images)
     assert re.findall(r"<script[^>]*>", text) == ["<script>"] and "<link" not in text  # inline script, no stylesheets
     assert NETWORK.search('<img src="https://example.com/a.png">')  # the detector itself can fail
 

@@ -86,6 +86,10 @@ def test_a_ladder_runs_its_grid_once_and_stores_what_it_can_fit(tmp_path):
     assert shapes == {32, 64} and tokens == {16384, 49152}
     again = run_cli(*args, cwd=tmp_path, timeout=600)
     assert again.returncode == 0 and "run " not in again.stdout.replace("rungs", "")  # nothing trained again
+    status = run_cli("study", "status", "ladder-lad@2026-11-01", cwd=tmp_path)
+    assert status.returncode == 0 and "d64L2@4.92e+04" in status.stdout
+    sheet = run_cli("study", "conclude", "ladder-lad@2026-11-01", "--decision", "x", cwd=tmp_path)
+    assert sheet.returncode == 2 and "scaling ladder" in sheet.stderr
     bad = run_cli("ladder", "lad@2026-11-01", "--sizes", "33x1", "--tokens", "16384", "--yes", cwd=tmp_path)
     assert bad.returncode == 2 and "head width" in bad.stderr
 

@@ -261,7 +261,8 @@ def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optio
             row.append("missing" if run is None else f"{run.id} {run.status}" + (f" {value:.4f}" if value == value else ""))
         table.add_row(arm, *row)
     console.print(table)
-    _print_verdicts(lab_dir(lab), name)
+    if spec.get("kind") != "ladder":  # a ladder has no hypothesis, so no verdicts
+        _print_verdicts(lab_dir(lab), name)
 
 
 @study_app.command("conclude")

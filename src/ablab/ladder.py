@@ -119,7 +119,7 @@ def run_ladder(lab: Path, ladder: Ladder, progress_for: Callable | None = None, 
 
     with Ledger(lab) as ledger:
         ledger.save_study(ladder.study, ladder.baseline.ref, {
-            "kind": "ladder", "name": ladder.study, "seeds": ladder.seeds,
+            "kind": "ladder", "name": ladder.study, "seeds": ladder.seeds, "metric": "val_loss", "read_at": "final",
             "arms": {r.name: r.changes for r in ladder.rungs}, "skipped": ladder.skipped})
     for seed in ladder.seeds:
         for rung in ladder.rungs:

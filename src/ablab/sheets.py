@@ -78,8 +78,8 @@ def _verdicts(results: list[ArmResult], spec: dict, floor: float) -> list[str]:
 
 def write_sheet(lab: Path, name: str) -> Path:
     """Regenerate reports/studies/NAME.md (and its loss-curve plots) from the ledger."""
+    _, results, floor = analyze(lab, name)  # first: a ladder, which has no sheet, is refused here
     record, cells = status(lab, name)
-    _, results, floor = analyze(lab, name)
     spec, notes = record["spec"], record.get("data", {}).get("conclusion", {})
     folder = lab / "reports" / "studies"
     plots = _plots(folder, name, spec, cells, lab)

@@ -1,5 +1,5 @@
-"""A study's figures, shared by its sheet, the lab log and the HTML report: loss over steps and
-wall-clock as a mean line and band over seeds per arm, the final metric against a numeric
+"""A study's figures, shared by its sheet, the lab log and the HTML report: loss over steps, tokens
+and wall-clock as a mean line and band over seeds per arm, the final metric against a numeric
 variable, and benchmark bars with error bars. PNG (embedded) and SVG (for papers) of each."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def study_figures(lab: Path, name: str, spec: dict, cells: dict, folder: Path) -
     with Ledger(lab) as ledger:
         rows = {run.id: ledger.metrics(run.id) for run in cells.values() if run is not None}
     written = []
-    for x, label in (("steps", "steps"), ("elapsed", "time")):
+    for x, label in (("steps", "steps"), ("tokens", "tokens"), ("elapsed", "time")):
         groups = {arm: [figures.series_from_rows(rows[run.id], x=x, label=f"seed {seed}")
                         for (a, seed), run in cells.items() if a == arm and run is not None]
                   for arm in spec["arms"]}

@@ -189,6 +189,9 @@ def analyze(lab: Path, name: str) -> tuple[dict, list[ArmResult], float]:
     """(study record, per-arm results with paired comparisons and verdicts, baseline noise floor)."""
     record, cells = status(lab, name)
     spec = record["spec"]
+    if spec.get("kind") == "ladder":
+        raise UserError(f"{name} is a scaling ladder, which has no hypothesis to judge; "
+                        f"`ablab scaling fit --study {name}` analyses it.")
     metric, read_at, seeds = spec["metric"], spec["read_at"], spec["seeds"]
     with Ledger(lab) as ledger:
         values = {arm: [metric_value(cells[(arm, s)], metric, read_at, ledger) for s in seeds] for arm in spec["arms"]}
