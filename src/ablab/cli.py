@@ -86,17 +86,24 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
         name: str = typer.Option("", "--name", help="A name for the run (cosmetic)."),
         force: bool = typer.Option(False, "--force", help="Train even if an identical run already finished."),
+        nproc: Optional[int] = typer.Option(None, "--nproc", help="Data-parallel processes (train.nproc); "
+                                            "data.batch_size must divide by it."),
         log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
     """Train one run of a config with overrides, and write its record under `.ablab/runs/<id>/`.
 
     A finished run with the same config, seed, data and code is reused instead (`--force` reruns).
+    With `--nproc N` the run is trained by N processes (torchrun), each on 1/N of every batch.
 
     Example: `ablab run -c quickstart model.d_model=192 seed=1 --name wider`
     """
+    from ablab import distributed
     from ablab.train import start_run
 
-    changes = list(overrides or []) + ([f"name={name}"] if name else [])
+    changes = list(overrides or []) + ([f"name={name}"] if name else []) + \
+        ([f"train.nproc={nproc}"] if nproc is not None else [])
     cfg = config_mod.load(config, changes)
+    if cfg.train.nproc > 1 and not distributed.in_worker():
+        raise typer.Exit(distributed.launch(cfg, sys.argv[1:]))
     console.print(f"config {config_mod.config_hash(cfg)}: {cfg.model.n_layers}L d{cfg.model.d_model} "
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")

@@ -92,6 +92,7 @@ class TrainConfig:
     spike_factor: float = 3.0  # a train loss above this many times the running median is a spike event
     peak_flops: float = 0.0  # FLOP/s that MFU is measured against; 0 = measure this machine's matmul peak
     threads: int = cosmetic(0)  # torch CPU threads; 0 = torch's default
+    nproc: int = cosmetic(1)  # data-parallel processes; cosmetic like threads: same global batch, same result
     log_every: int = cosmetic(10)  # steps between train-metric records
     checkpoint_every: int = cosmetic(275)  # steps between checkpoints; one is always written at the end
     keep_checkpoints: int = cosmetic(2)  # newest checkpoints kept on disk
@@ -325,7 +326,7 @@ def validate(cfg: Config) -> None:
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
         "model.d_ff": m.d_ff, "data.seq_len": d.seq_len, "data.batch_size": d.batch_size,
-        "train.grad_accum": t.grad_accum, "train.log_every": t.log_every,
+        "train.grad_accum": t.grad_accum, "train.nproc": t.nproc, "train.log_every": t.log_every,
         "train.checkpoint_every": t.checkpoint_every, "train.keep_checkpoints": t.keep_checkpoints,
         "optim.ns_steps": o.ns_steps, "eval.tokens": e.tokens,
     }
@@ -356,6 +357,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.dropout must be in [0, 1), not {m.dropout}.")
     if m.layernorm_scaling and m.norm == "none":
         raise ConfigError("model.layernorm_scaling scales a norm's output, so it needs model.norm other than 'none'.")
+    if d.batch_size % t.nproc:
+        raise ConfigError(f"data.batch_size ({d.batch_size}) does not divide by train.nproc ({t.nproc}); "
+                          "each process takes an equal share, so pick a multiple of train.nproc.")
     if t.max_steps == 0 and t.max_tokens == 0 and t.max_seconds == 0:
         raise ConfigError("No stopping rule: set train.max_steps, train.max_tokens or train.max_seconds above 0.")
     if not 0 <= s.min_lr_ratio <= 1:

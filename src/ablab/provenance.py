@@ -99,8 +99,9 @@ def versions() -> dict:
     return found
 
 
-def collect(lab: Path, argv: list[str] | None = None) -> tuple[dict, dict[str, str]]:
-    """(provenance, files to save beside the run: name -> text)."""
+def collect(lab: Path, argv: list[str] | None = None, world_size: int = 1) -> tuple[dict, dict[str, str]]:
+    """(provenance, files to save beside the run: name -> text). `world_size` is how many processes
+    train the run together (train.nproc), kept here because it does not enter the config hash."""
     lab_git, lab_diff = git_state(lab)
     ablab_git, ablab_diff = git_state(ABLAB_SOURCE)
     same_checkout = lab_git.get("root") is not None and lab_git.get("root") == ablab_git.get("root")
@@ -109,6 +110,7 @@ def collect(lab: Path, argv: list[str] | None = None) -> tuple[dict, dict[str, s
         "ablab_git": "same as git" if same_checkout else ablab_git,
         "code_version": code_version(ablab_git),
         "command": argv if argv is not None else sys.argv,
+        "world_size": world_size,
         "cwd": os.getcwd(),
         "versions": versions(),
         "host": {"name": socket.gethostname(), "os": platform.platform(), "cpu": cpu_model(),

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ablab import checkpoint, hardware
+from ablab import checkpoint, distributed, hardware
 from ablab.config import Config
 from ablab.data import BatchSampler, PreparedData, prepare_data, val_batches
 from ablab.errors import CheckpointError
@@ -30,7 +30,7 @@ from ablab.config import config_hash
 from ablab.ledger import Ledger
 from ablab.mirrors import make_mirrors
 from ablab.provenance import collect as collect_provenance
-from ablab.record import RunRecord, content_key, now_iso
+from ablab.record import RunRecord, content_key, now_iso, runs_root
 
 SPIKE_WINDOW = 50  # steps in the running median a loss spike is measured against
 SPIKE_MIN_HISTORY = 10
@@ -53,42 +53,53 @@ ProgressFn = Callable[[int, dict | None], None]  # (step, metrics row or None)
 def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force: bool = False,
               log_to: Sequence[str] = ()) -> Outcome:
     """Train `cfg` in `lab`, or return the finished run with the same content key (unless `force`).
-    `log_to` names mirrors (wandb, mlflow, tensorboard) that get a copy of the metrics."""
-    mirrors = make_mirrors(list(log_to))
-    data = prepare_data(cfg.data)  # first: a corpus error leaves no record behind
+    `log_to` names mirrors (wandb, mlflow, tensorboard) that get a copy of the metrics.
+    Inside torchrun's workers the ranks train it together and rank 0 alone writes the record."""
+    world = distributed.join(cfg)
+    mirrors = make_mirrors(list(log_to)) if world.is_main else []
+    with world.main_first():  # first: a corpus error leaves no record behind; rank 0 fills the token cache
+        data = prepare_data(cfg.data)
     identity = {"data_fingerprint": data.fingerprint, "tokenizer_fingerprint": data.tokenizer.fingerprint}
-    provenance = collect_provenance(lab)
-    ledger = Ledger(lab)
-    if not force:  # checked before any model is built: a study re-run reuses most of its runs
-        key = content_key(config_hash(cfg), cfg.seed, identity["data_fingerprint"], provenance[0]["code_version"])
-        done = ledger.find_finished(key)
-        if done is not None:
-            return Outcome(done.id, done.status, done.result, reused=True)
-    training = Training(cfg, data)
-    record = RunRecord.create(lab, cfg, identity, ledger, provenance)
-    record.start_mirrors(mirrors, lab, cfg)
-    training.attach(record, resume=False)
+    reused, ledger, provenance = None, None, None
+    if world.is_main:  # the ledger is read and written by rank 0 alone
+        provenance, ledger = collect_provenance(lab, world_size=world.size), Ledger(lab)
+        if not force:  # checked before any model is built: a study re-run reuses most of its runs
+            key = content_key(config_hash(cfg), cfg.seed, identity["data_fingerprint"], provenance[0]["code_version"])
+            done = ledger.find_finished(key)
+            reused = Outcome(done.id, done.status, done.result, reused=True) if done is not None else None
+    reused = world.share(reused)
+    if reused is not None:
+        return reused
+    training = Training(cfg, data, world)
+    record = RunRecord.create(lab, cfg, identity, ledger, provenance) if world.is_main else None
+    run_id = world.share(record.run_id if record else None)
+    if record is not None:
+        record.start_mirrors(mirrors, lab, cfg)
+    training.attach(record or distributed.FollowerRecord(run_id, runs_root(lab) / run_id), resume=False)
     return training.run(progress)
 
 
 def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None, log_to: Sequence[str] = ()) -> Outcome:
-    mirrors = make_mirrors(list(log_to))
+    """Continue a run from its newest intact checkpoint; inside torchrun's workers every rank loads it."""
     record = RunRecord.open(lab, run_id)
     result = record.result()
     if result.get("status") in ("finished", "diverged"):
         return Outcome(record.run_id, result["status"], result)
-    training = Training(record.config())
-    record.start_mirrors(mirrors, lab, training.cfg)
-    training.attach(record, resume=True)
+    cfg = record.config()
+    world = distributed.join(cfg)
+    training = Training(cfg, world=world)
+    if world.is_main:
+        record.start_mirrors(make_mirrors(list(log_to)), lab, training.cfg)
+    training.attach(record if world.is_main else distributed.FollowerRecord(record.run_id, record.dir), resume=True)
     return training.run(progress)
 
 
 class Training:
-    def __init__(self, cfg: Config, data: PreparedData | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: Config, data: PreparedData | None = None, world: distributed.World | None = None):
+        self.cfg, self.world = cfg, world or distributed.World()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.device = hardware.pick_device(cfg.train.device)
+        self.device = self.world.place(hardware.pick_device(cfg.train.device))
         if self.device.type == "cpu":
             hardware.keep_freed_memory()
         self.autocast = hardware.autocast_dtype(self.device, cfg.train.precision)
@@ -100,7 +111,12 @@ class Training:
         self.val = list(val_batches(self.data.val, cfg.data.seq_len, cfg.eval.tokens, cfg.data.batch_size))
         self.loop = checkpoint.LoopState()
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
-        self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type)
+        self.train_forward = self.forward  # evaluation stays on self.forward: rank 0 runs it alone, without DDP
+        if self.world.size > 1:
+            ddp = self.world.wrap(self.model)
+            self.train_forward = torch.compile(ddp) if cfg.train.compile else ddp
+        # A measured peak is one rank's (its device, or its share of the cores); MFU is against all of them.
+        self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type) * self.world.size
         self.benchmarks = (TrainingBenchmarks(cfg.eval.tasks, cfg.eval.tasks_limit, cfg.eval.tasks_fewshot,
                                               self.data.tokenizer) if cfg.eval.tasks else None)
         self.stop_signal: str | None = None
@@ -170,12 +186,13 @@ class Training:
         set_lr(self.optimizer, lr_factor(self.cfg.schedule, step, self.progress_fraction()))
         total = 0.0
         for micro in range(accum):
-            x, y = self.sampler.batch(step, micro)
+            x, y = self.world.shard(*self.sampler.batch(step, micro))
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._autocast():
-                loss = self.forward(x, y, step) / accum
+                loss = self.train_forward(x, y, step) / accum
             loss.backward()
             total += loss.item()
+        total = self.world.mean(total)  # the whole batch's loss, the same on every rank
         clip = self.cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
         if math.isfinite(total) and math.isfinite(grad_norm):
@@ -199,6 +216,9 @@ class Training:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """Validation metrics on rank 0; {} on other ranks, which write nothing."""
+        if not self.world.is_main:
+            return {}
         self.model.eval()
         losses = []
         for x, y in self.val:
@@ -231,8 +251,10 @@ class Training:
         """Train one step and do what falls due after it; returns a stop reason or None."""
         started = time.perf_counter()
         loss, grad_norm = self.train_step()
-        seconds = time.perf_counter() - started
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        # Every rank acts on rank 0's clock, signals and divergence check: budgets, schedule and stop stay in step.
+        seconds, stopped_by, finite = self.world.share((time.perf_counter() - started, self.stop_signal, finite))
+        if not finite:
             self.record.log_event("diverged", self.loop.step, f"non-finite loss {loss} or grad norm {grad_norm}",
                                   loss=repr(loss), grad_norm=repr(grad_norm))
             return "diverged"
@@ -245,7 +267,7 @@ class Training:
         window["steps"] += 1
         window["tokens"] += self.cfg.tokens_per_step
         window["seconds"] += seconds
-        reason = self.stop_reason() or ("interrupted" if self.stop_signal else None)
+        reason = self.stop_reason() or ("interrupted" if stopped_by else None)
         eval_due = self.cfg.eval.every and loop.step % self.cfg.eval.every == 0 and reason is None
         if loop.step % self.cfg.train.log_every == 0 or eval_due:
             train_row = self._train_row(window, grad_norm)
@@ -264,7 +286,7 @@ class Training:
 
     def run_benchmarks(self) -> dict:
         """Score the model on eval.tasks now; the results go to evals.jsonl and the ledger."""
-        if self.benchmarks is None:
+        if self.benchmarks is None or not self.world.is_main:
             return {}
         rows, summary = self.benchmarks.evaluate(self.model, self.data.tokenizer, self.record.run_id,
                                                  self.loop.step, now_iso())
@@ -301,7 +323,9 @@ class Training:
         recent.append(loss)
         del recent[:-SPIKE_WINDOW]
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        if not self.world.is_main:  # every rank holds the same weights; one copy on disk is enough
+            return None
         return checkpoint.save(self.record.checkpoints_dir, self.model, self.optimizer, self.loop,
                                self.cfg.train.keep_checkpoints)
 
