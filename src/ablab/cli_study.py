@@ -211,10 +211,14 @@ def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
 @study_app.command("run")
 def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
+              executor: str = typer.Option("inline", help="Where runs execute: inline (one at a time, here) "
+                                           "or local (worker processes on this machine)."),
+              workers: int = typer.Option(1, help="Runs at once (the local executor)."),
+              retries: int = typer.Option(0, help="Times a run that raised is tried again from its last checkpoint."),
               lab: Optional[Path] = LabOpt) -> None:
     """Show the plan, confirm, run every arm over every seed (reusing finished runs), write the sheet.
 
-    Example: `ablab study run studies/muon-lr.toml --yes`
+    Example: `ablab study run studies/muon-lr.toml --yes --executor local --workers 2`
     """
     from ablab.sheets import write_sheet
     from ablab.study_runner import make_plan, run_study
@@ -223,13 +227,17 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
     print_plan(plan)
     if not yes and not typer.confirm("Run this study?"):
         raise typer.Exit(1)
-    state = run_study(lab_dir(lab), plan, say=console.print)
+    state = run_study(lab_dir(lab), plan, say=console.print, executor=executor, workers=workers, retries=retries)
     sheet = write_sheet(lab_dir(lab), plan.spec.name)
     _print_verdicts(lab_dir(lab), plan.spec.name)
     console.print(f"sheet: {sheet}")
     if state == "interrupted":
         console.print(f"interrupted; run `ablab study run {file}` again to finish only what is missing")
         raise typer.Exit(130)
+    if state == "failed":
+        console.print(f"some runs failed (their errors are above and in `ablab runs`); "
+                      f"run `ablab study run {file}` again to retry them")
+        raise typer.Exit(1)
 
 
 def _print_verdicts(lab: Path, name: str) -> None:

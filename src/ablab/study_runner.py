@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ablab import baselines, config as config_mod, stats
+from ablab import baselines, config as config_mod, executors, stats
 from ablab.config import Config
 from ablab.errors import UserError
+from ablab.data import prepare_data
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.ledger import Ledger
+from ablab.provenance import collect as collect_provenance
+from ablab.record import content_key
 from ablab.study import BASELINE_ARM, Arm, StudySpec, arms, check, parse, planned_steps
 from ablab.train import Outcome, Training, resume_run, start_run
 
@@ -85,22 +88,78 @@ def with_seed(cfg: Config, seed: int, name: str) -> Config:
 
 
 def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | None = None,
-              say: Callable[[str], None] = print) -> str:
-    """Train every (seed, arm) that is not finished yet, seeds outermost so that an interrupted
-    study already holds complete pairs. Returns 'finished' or 'interrupted'."""
+              say: Callable[[str], None] = print, executor: str = "inline", workers: int = 1,
+              retries: int = 0) -> str:
+    """Train every (seed, arm) that is not finished yet on `executor` (ablab.executors), dispatched
+    seeds outermost so that an interrupted study already holds complete pairs. Reuse and resume are
+    decided here, on the driver, before anything is dispatched. Returns 'finished', 'failed' (some
+    run raised; the others went on, and running the study again retries it) or 'interrupted'."""
     spec = plan.spec
+    runner = executors.get(executor, workers, executors.Retry(retries))
+    states = set()
     with Ledger(lab) as ledger:
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
-    for seed in spec.seeds:
-        for row in plan.rows:
-            outcome = run_cell(lab, spec.name, row.arm, seed, progress_for)
-            if outcome is not None:
-                say(f"{row.arm.name} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
-                if outcome.status == "interrupted":
-                    return "interrupted"
-            if spec.benchmarks:
+        tasks, keys = _decide_cells(lab, ledger, plan, say)
+        for result in runner.run(tasks, ledger, progress_for):
+            task = result.task
+            if result.run_id is not None:
+                for arm, seed in keys[task.key]:  # cells with the same content key share the run
+                    ledger.link_study_run(spec.name, arm, seed, result.run_id)
+            failure = f": {result.error}" if result.status == "failed" else ""
+            say(f"{task.arm} seed {task.seed}: run {result.run_id or '(none)'} {result.status}{failure}")
+            states.add(result.status)
+    if "interrupted" in states:
+        return "interrupted"
+    if spec.benchmarks:
+        for seed in spec.seeds:
+            for row in plan.rows:
                 _score_benchmarks(lab, spec, row.arm.name, seed, say)
-    return "finished"
+    return "failed" if "failed" in states else "finished"
+
+
+def _decide_cells(lab: Path, ledger: Ledger, plan: Plan, say: Callable[[str], None]
+                  ) -> tuple[list[executors.Task], dict[int, list[tuple[str, int]]]]:
+    """(the tasks to dispatch, seeds outermost; {task key: the (arm, seed) cells its run serves}).
+    A cell already finished in the study is skipped, an interrupted one resumed, one whose content
+    key has a finished run anywhere in the lab is linked to it, and cells that share a content key
+    share one task, so that two workers never train the same computation."""
+    study, provenance = plan.spec.name, collect_provenance(lab)
+    identities: dict[str, dict] = {}
+    tasks: list[executors.Task] = []
+    keys: dict[int, list[tuple[str, int]]] = {}
+    by_content: dict[str, int] = {}
+    for seed in plan.spec.seeds:
+        for row in plan.rows:
+            arm, cell = row.arm, (row.arm.name, seed)
+            linked = ledger.study_runs(study).get(cell)
+            run = ledger.runs(ids=[linked])[0] if linked and ledger.has_run(linked) else None
+            if run is not None and run.status in ("finished", "diverged"):
+                continue
+            common = {"key": len(tasks), "lab": lab, "arm": arm.name, "seed": seed}
+            if run is not None and run.status == "interrupted":
+                tasks.append(executors.Task(**common, run_id=run.id))
+                keys[len(tasks) - 1] = [cell]
+                continue
+            cfg = with_seed(arm.config, seed, f"{study}/{arm.name}")
+            data_key = repr(cfg.data)
+            if data_key not in identities:  # a corpus error stops the study here, before anything trains
+                data = prepare_data(cfg.data)
+                identities[data_key] = {"data_fingerprint": data.fingerprint,
+                                        "tokenizer_fingerprint": data.tokenizer.fingerprint}
+            identity = identities[data_key]
+            key = content_key(config_mod.config_hash(cfg), seed, identity["data_fingerprint"],
+                              provenance[0]["code_version"])
+            done = ledger.find_finished(key)
+            if done is not None:
+                ledger.link_study_run(study, arm.name, seed, done.id)
+                say(f"{arm.name} seed {seed}: run {done.id} reused")
+            elif key in by_content:
+                keys[by_content[key]].append(cell)
+            else:
+                by_content[key] = len(tasks)
+                tasks.append(executors.Task(**common, config=cfg, identity=identity, provenance=provenance))
+                keys[len(tasks) - 1] = [cell]
+    return tasks, keys
 
 
 def _score_benchmarks(lab: Path, spec: StudySpec, arm: str, seed: int, say: Callable[[str], None]) -> None:

@@ -1,0 +1,187 @@
+"""Executors: where a study's runs execute, never what they compute.
+
+The driver (ablab.study_runner) decides every cell before it is dispatched (skip, resume, reuse by
+content key, or start) and turns the rest into Tasks. An executor runs Tasks and yields a Result for
+each, in the order they end:
+
+    executor = executors.get("local", workers=2, retry=Retry(count=1))
+    for result in executor.run(tasks, ledger, progress_for):
+        ...
+
+- `inline`: one run after another in this process (what `ablab study run` always did).
+- `local`: N worker processes on this machine (ablab.executors_local); workers never open the
+  ledger, they send each write to the driver, which applies them in order.
+
+A run that raises ends `failed`, with the error and its traceback in result.json and the ledger,
+and the other runs go on; the Retry policy says how often, and on which exceptions, a failed run
+is tried again (resuming from its last checkpoint). SIGINT or SIGTERM ends the runs in flight as
+`interrupted` (checkpointed, resumable) and dispatches nothing more.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+from ablab.config import Config
+from ablab.errors import UserError
+from ablab.record import RunRecord, now_iso, runs_root
+
+# (arm, seed) -> a progress callback for that run, or None; always called on the driver.
+ProgressFor = Callable[[str, int], Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One cell's training, decided on the driver: a new run (config, identity, provenance) or the
+    resumption of `run_id`. Plain data, so that it can travel to another process."""
+    key: int  # the cell's place in dispatch order (seeds outermost)
+    lab: Path
+    arm: str
+    seed: int
+    config: Config | None = None
+    identity: dict | None = None  # data and tokenizer fingerprints, as RunRecord.create takes them
+    provenance: tuple | None = None  # ablab.provenance.collect(lab), gathered once by the driver
+    run_id: str | None = None  # resume this run instead of starting one
+    attempt: int = 0  # 0 for the first try, then one more per retry
+
+
+@dataclass
+class Result:
+    task: Task
+    run_id: str | None  # None when the run failed before its record was created
+    status: str  # finished | diverged | interrupted | failed | not_started
+    result: dict
+    error: str | None = None  # "ExceptionType: message" of a failed run
+    error_types: tuple[str, ...] = ()  # the exception's class and its bases, for Retry.on
+    worker_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try a failed run again up to `count` times when its exception is (a subclass of) one named
+    in `on`; a retry resumes the failed run from its last checkpoint."""
+    count: int = 0
+    on: tuple[str, ...] = ("Exception",)
+
+    def __post_init__(self):
+        if self.count < 0:
+            raise UserError(f"The retry count must be 0 or more, not {self.count}; use --retries 0 to never retry.")
+
+    def again(self, result: Result) -> Task | None:
+        """The task that tries `result`'s cell once more, or None when the policy says no."""
+        task = result.task
+        if result.status != "failed" or task.attempt >= self.count:
+            return None
+        if not set(self.on) & set(result.error_types):
+            return None
+        return dataclasses.replace(task, run_id=result.run_id or task.run_id, attempt=task.attempt + 1)
+
+
+def execute(task: Task, ledger: Any, progress: Callable[[int, dict | None], None] | None = None,
+            on_training: Callable[[Any], None] | None = None) -> Result:
+    """Train one task, writing through `ledger` (the Ledger itself, or a worker's proxy of it).
+    An exception ends the run `failed` with the error and traceback in its result, never raised."""
+    from ablab.data import prepare_data
+    from ablab.train import Training
+
+    record = training = None
+    try:
+        if task.run_id is not None:
+            record = _open_record(task, ledger)
+            training = Training(record.config())
+            training.attach(record, resume=True)
+        else:
+            training = Training(task.config, prepare_data(task.config.data))
+            record = RunRecord.create(task.lab, task.config, task.identity, ledger, task.provenance)
+            training.attach(record, resume=False)
+        if on_training is not None:
+            on_training(training)
+        outcome = training.run(progress)
+        return Result(task, outcome.run_id, outcome.status, outcome.result)
+    except Exception as err:  # any failure of one run: recorded on that run, the study goes on
+        return _failed(task, record, training, err)
+
+
+def _open_record(task: Task, ledger: Any) -> RunRecord:
+    """The record of a run to resume; a retry first moves the failed attempt's error aside."""
+    folder = runs_root(task.lab) / task.run_id
+    if not folder.is_dir():
+        raise UserError(f"Run {task.run_id} is in the ledger but its directory {folder} is gone; "
+                        "restore it from an `ablab export` archive with `ablab import`.")
+    record = RunRecord(task.run_id, folder, ledger)
+    result = record.result()
+    if "error" in result:
+        earlier = result.pop("previous_errors", []) + [{"error": result.pop("error"),
+                                                         "traceback": result.pop("traceback", None)}]
+        record.write_result(result | {"status": "running", "previous_errors": earlier})
+    return record
+
+
+def _failed(task: Task, record: RunRecord | None, training: Any, err: Exception) -> Result:
+    message = f"{type(err).__name__}: {err}"
+    types = tuple(cls.__name__ for cls in type(err).__mro__)
+    if record is None:
+        return Result(task, None, "failed", {}, message, types)
+    step = training.loop.step if training is not None else 0
+    record.log_event("failed", step, message)
+    result = record.update_result(status="failed", stop_reason="error", error=message,
+                                  traceback=traceback.format_exc(), finished_at=now_iso())
+    return Result(task, record.run_id, "failed", result, message, types)
+
+
+class Executor(abc.ABC):
+    """Runs Tasks and yields their Results as they end. Subclasses set `name` and `run`."""
+    name: ClassVar[str]
+
+    def __init__(self, workers: int = 1, retry: Retry = Retry()):
+        self.workers = workers
+        self.retry = retry
+
+    @abc.abstractmethod
+    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
+        """Train `tasks` (dispatched in the order given), writing through `ledger`; yield each Result."""
+
+
+class InlineExecutor(Executor):
+    """One run after another in this process, writing the ledger directly."""
+    name = "inline"
+
+    def __init__(self, workers: int = 1, retry: Retry = Retry()):
+        if workers != 1:
+            raise UserError(f"The inline executor trains one run at a time, so --workers {workers} has no effect; "
+                            "use --executor local to train several at once.")
+        super().__init__(workers, retry)
+
+    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
+        for task in tasks:
+            progress = progress_for(task.arm, task.seed) if progress_for else None
+            while True:
+                result = execute(task, ledger, progress)
+                task = self.retry.again(result)
+                if task is None:
+                    break
+            yield result
+            if result.status == "interrupted":  # Ctrl-C reached the run: train nothing more
+                return
+
+
+def _local() -> type[Executor]:
+    from ablab.executors_local import LocalExecutor
+    return LocalExecutor
+
+
+EXECUTORS: dict[str, Callable[[], type[Executor]]] = {"inline": lambda: InlineExecutor, "local": _local}
+
+
+def get(name: str, workers: int = 1, retry: Retry = Retry()) -> Executor:
+    """The executor registered as `name`, set up for `workers` processes and `retry`."""
+    if name not in EXECUTORS:
+        raise UserError(f"Unknown executor '{name}'; choose one of: {', '.join(EXECUTORS)}.")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}.")
+    return EXECUTORS[name]()(workers, retry)
