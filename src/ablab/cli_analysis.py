@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ablab.cli_common import LabOpt, console, lab_dir
+from ablab.cli_common import LabOpt, console, lab_dir, number_list
 
 analysis_app = typer.Typer()
 
@@ -148,15 +148,6 @@ def scaling_gain(study: Optional[str] = typer.Argument(None, help="Study whose a
             console.print(f"wrote {path}", markup=False, highlight=False)
 
 
-def _numbers(text: str, option: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        from ablab.errors import UserError
-
-        raise UserError(f"--{option} {text!r} is not a list of numbers; write e.g. --{option} 1e13,3e13,1e14.") from None
-
-
 @analysis_app.command("ladder")
 def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
            sizes: str = typer.Option(..., help="Model sizes as d_model x n_layers, e.g. 64x2,128x4,192x6."),
@@ -175,9 +166,9 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
     from ablab.scaling_data import fit_points, ledger_points, save_fits
     from ablab.scaling_report import plot_fits
 
-    seed_list = [int(s) for s in _numbers(seeds, "seeds")] or None
-    plan = plan_ladder(lab_dir(lab), ref, parse_sizes(sizes), _numbers(flops, "flops") or None,
-                       [int(t) for t in _numbers(tokens, "tokens")] or None, seed_list)
+    plan = plan_ladder(lab_dir(lab), ref, parse_sizes(sizes), number_list(flops, "flops") or None,
+                       number_list(tokens, "tokens", int, "16384,65536") or None,
+                       number_list(seeds, "seeds", int, "0,1,2") or None)
     for rung in plan.rungs:
         budget = f"{rung.flops:.3g} FLOPs" if rung.flops else "token budget"
         console.print(f"{rung.name:<18} {rung.non_embedding_params:>12,} params {rung.tokens:>14,} tokens  ({budget})")

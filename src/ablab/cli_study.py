@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ablab.cli_common import LabOpt, console, lab_dir
+from ablab.cli_common import LabOpt, console, lab_dir, number_list
 from ablab import baselines, config as config_mod
 from ablab.errors import UserError
 from ablab.ledger import Ledger
@@ -20,13 +20,6 @@ baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                            help="Dated baselines.\n\nExample: `ablab baseline new main -c config.toml --seeds 0,1,2`")
 study_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                         help="Hypothesis-first studies.\n\nExample: `ablab study plan studies/muon-lr.toml`")
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r} is not a list of integers; write e.g. --seeds 0,1,2.") from None
 
 
 @baseline_app.command("new")
@@ -43,7 +36,7 @@ def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main.
     cfg = config_mod.load(config, list(overrides or []))
     ref_date = baselines.check_date(date) if date else baselines.today()
     baselines.parse_ref(f"{name}@{ref_date}")
-    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, _seeds(seeds)))
+    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, number_list(seeds, "seeds", int, "0,1,2")))
     console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
 
 
