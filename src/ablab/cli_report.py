@@ -23,8 +23,9 @@ def report(out: Optional[Path] = typer.Option(None, "--out", "-o",
 
     Example: `ablab report`
     """
-    from ablab.report import build_report, write_research_report
+    from ablab.report import build_report, gather, write_research_report
 
     folder = lab_dir(lab)
-    console.print(f"html: {build_report(folder, out, plots=plots)}")
-    console.print(f"markdown: {write_research_report(folder, plots=plots)}")
+    view = gather(folder, curves=plots)  # read the ledger and draw the figures once, for both forms
+    console.print(f"html: {build_report(folder, out, plots=plots, view=view)}")
+    console.print(f"markdown: {write_research_report(folder, plots=plots, view=view)}")

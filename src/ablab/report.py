@@ -208,10 +208,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # -- HTML --------------------------------------------------------------------------------------------
 def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequence[tuple[str, str]] = (),
-                 *, plots: bool = True) -> Path:
+                 *, plots: bool = True, view: LabView | None = None) -> Path:
     """Write OUT_DIR/index.html (default lab/reports): one self-contained page of the whole lab.
     `extra_sections` are (title, HTML) pairs appended as given; `plots=False` skips the loss curves."""
-    view = gather(lab, curves=plots)
+    view = view or gather(lab, curves=plots)  # a view passed in is shared with write_research_report
     sections = [("Baselines and their lineage", _html_baselines(view.baselines)),
                 ("Studies with verdicts", "".join(_html_study(s, plots) for s in view.studies)
                  or "<p class=muted>No studies yet.</p>"),
@@ -289,10 +289,10 @@ def _html_runs(runs: Table) -> str:
 
 
 # -- markdown ----------------------------------------------------------------------------------------
-def write_research_report(lab: Path, *, plots: bool = True) -> Path:
+def write_research_report(lab: Path, *, plots: bool = True, view: LabView | None = None) -> Path:
     """Write reports/research_report.md (with the studies' figures in reports/studies/): the HTML
     report's content for the repository, with the researcher's conclusions and the newest runs."""
-    view = gather(lab, curves=plots)
+    view = view or gather(lab, curves=plots)
     reports = lab / "reports"
     recent = list(reversed(view.runs.rows[-RECENT_RUNS:]))
     lines = [f"# Research report: {view.name}", "",

@@ -12,22 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablab import stats
-from ablab.evals.runner import evaluate_run, resolve_tasks, task_names
+from ablab.evals.runner import evaluate_specs, resolve_tasks, task_names
 from ablab.ledger import Ledger
 from ablab.study import BASELINE_ARM
 
 
 def score_run(lab: Path, benchmarks: list[str], limit: int, run_id: str) -> list[str]:
     """Evaluate the run on the tasks it has no stored result for (at these settings); the tasks scored."""
-    names = task_names(benchmarks)
-    specs = resolve_tasks(names)
+    specs = resolve_tasks(task_names(benchmarks))
     with Ledger(lab) as ledger:
         done = {(e["task"], e["task_version"]) for e in ledger.evals([run_id])
                 if e["example_limit"] == limit and e["num_fewshot"] == 0 and e["seed"] == 0}
-    missing = [(name, spec.name) for name, spec in zip(names, specs) if (spec.name, spec.version) not in done]
+    missing = [spec for spec in specs if (spec.name, spec.version) not in done]
     if missing:
-        evaluate_run(lab, run_id, [name for name, _ in missing], limit=limit or None)
-    return [task for _, task in missing]
+        evaluate_specs(lab, run_id, missing, limit=limit or None)
+    return [spec.name for spec in missing]
 
 
 @dataclass

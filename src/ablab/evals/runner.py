@@ -126,19 +126,26 @@ class EvalReport:
 
 def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = None, num_fewshot: int = 0,
                  seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None) -> EvalReport:
-    """Evaluate a run's newest intact checkpoint on the tasks and store the results with the run."""
+    """Evaluate a run's newest intact checkpoint on the named tasks and store the results with the
+    run; an error when the model's tokenizer can read none of them."""
+    report = evaluate_specs(lab, run_id, resolve_tasks(names), limit, num_fewshot, seed, batch_size, progress)
+    if not report.results:
+        raise TaskNotEncodable(" ".join(report.unmeasured.values()))
+    return report
+
+
+def evaluate_specs(lab: Path, run_id: str, specs: list[TaskSpec], limit: int | None = None, num_fewshot: int = 0,
+                   seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None) -> EvalReport:
+    """evaluate_run for resolved task specs; tasks the tokenizer cannot read are in report.unmeasured."""
     from ablab import hardware
     from ablab.record import RunRecord, now_iso
     from ablab.sampling import load_run_model
 
     hardware.keep_freed_memory()  # batched scoring reuses large buffers: 1.4x faster on CPU (benchmarks/eval_speed.py)
-    specs = resolve_tasks(names)
     record = RunRecord.open(lab, run_id)
     model, tokenizer, step = load_run_model(lab, record.run_id)
     model.to(hardware.pick_device("auto"))  # the GPU when there is one
     results, unmeasured = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
-    if not results:
-        raise TaskNotEncodable(" ".join(unmeasured.values()))
     record.log_evals(eval_rows(record.run_id, step, results, limit, now_iso()))
     run = record.result()
     report = EvalReport(record.run_id, step, results, limit, run.get("params"), run.get("train_seconds"),

@@ -114,18 +114,14 @@ def run_tiers(lab: Path, ref: str, steps: tuple[int, int] = PLAN_STEPS, tasks: s
 
 
 def _score(lab: Path, run_id: str, specs, by_task: dict[str, TaskTiers], n_steps: int, limit: int | None) -> None:
-    from ablab.evals.runner import eval_rows, evaluate_model
-    from ablab.record import RunRecord, now_iso
-    from ablab.sampling import load_run_model
+    from ablab.evals.runner import evaluate_specs
 
-    model, tokenizer, step = load_run_model(lab, run_id)
-    results, unmeasured = evaluate_model(model, tokenizer, specs, limit)
-    for task, reason in unmeasured.items():
+    report = evaluate_specs(lab, run_id, specs, limit)  # stored with the run, like `ablab eval`
+    for task, reason in report.unmeasured.items():
         by_task[task].unmeasurable = reason
-    for result in results:
+    for result in report.results:
         by_task[result.task].chance = result.metrics["chance"]
         by_task[result.task].accs.setdefault(n_steps, []).append(result.metrics["acc"])
-    RunRecord.open(lab, run_id).log_evals(eval_rows(run_id, step, results, limit, now_iso()))
 
 
 def check(report: TierReport) -> None:
