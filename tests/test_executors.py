@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from ablab import baselines, executors, study_runner
 from ablab import config as C
 from ablab.errors import UserError
-from ablab.executors_local import WRITES
+from ablab.executors_pool import WRITES
 from ablab.ledger import Ledger
 from ablab.study_runner import make_plan, run_study
 from conftest import TINY
@@ -54,27 +55,47 @@ class WatchedLedger(Ledger):
         super().log_metrics(run_id, rows)
 
 
-def test_local_workers_give_the_inline_losses_and_never_open_the_ledger(tmp_path, monkeypatch, one_thread):
-    design = 'variables = { "model.d_ff" = [96] }'
-    inline_lab, local_lab = make_lab(tmp_path / "inline"), make_lab(tmp_path / "local")
-    plan = make_plan(inline_lab, write_study(inline_lab, "ff", design, seeds="[0, 1]"), probe=False)
-    assert run_study(inline_lab, plan, say=lambda s: None) == "finished"
+@pytest.fixture(scope="module")
+def inline_losses(tmp_path_factory):
+    """The reference: the study's final losses trained one run after another in this process."""
+    before = torch.get_num_threads()
+    lab = make_lab(tmp_path_factory.mktemp("inline"))
+    plan = make_plan(lab, write_study(lab, "ff", PARITY_DESIGN, seeds="[0, 1]"), probe=False)
+    assert run_study(lab, plan, say=lambda s: None) == "finished"
+    torch.set_num_threads(before)
+    return final_losses(lab, "ff")
+
+
+PARITY_DESIGN = 'variables = { "model.d_ff" = [96] }'
+
+
+@pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
+def test_workers_give_the_inline_losses_and_never_open_the_ledger(executor, inline_losses, tmp_path, monkeypatch,
+                                                                   one_thread):
+    lab = make_lab(tmp_path)
+    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\ntime_min = 10\n')
+    WatchedLedger.writes, WatchedLedger.metric_steps = [], set()
     monkeypatch.setattr(study_runner, "Ledger", WatchedLedger)
-    plan = make_plan(local_lab, write_study(local_lab, "ff", design, seeds="[0, 1]"), probe=False)
-    assert run_study(local_lab, plan, say=lambda s: None, executor="local", workers=2) == "finished"
-    inline, local = final_losses(inline_lab, "ff"), final_losses(local_lab, "ff")
-    assert len(local) == 4 and local.keys() == inline.keys()
-    assert all(abs(local[cell] - inline[cell]) <= 1e-6 for cell in inline), (inline, local)
+    plan = make_plan(lab, write_study(lab, "ff", PARITY_DESIGN, seeds="[0, 1]"), probe=False)
+    assert run_study(lab, plan, say=lambda s: None, executor=executor, workers=2) == "finished"
+    local = final_losses(lab, "ff")
+    assert len(local) == 4 and local.keys() == inline_losses.keys()
+    assert all(abs(local[cell] - inline_losses[cell]) <= 1e-6 for cell in local), (inline_losses, local)
     writes = WatchedLedger.writes
     assert {pid for _, pid in writes} == {os.getpid()}  # every write applied by the driver
     assert sum(name == "record_run" for name, _ in writes) == 4
-    with Ledger(local_lab) as ledger:  # and nothing reached the database another way
+    with Ledger(lab) as ledger:  # and nothing reached the database another way
         assert ledger.row_counts()["metrics"] == len(WatchedLedger.metric_steps) == 4 * 5  # steps 0, 5, .., 20
-        assert {run.pid for run in ledger.runs()} == {os.getpid()}
+        runs = ledger.runs()
+    assert os.getpid() not in {run.pid for run in runs}  # each row names the worker that trained it
+    assert not (lab / ".ablab" / "spool").exists() or not any((lab / ".ablab" / "spool").iterdir())
 
 
-def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is_missing(tmp_path, one_thread):
+@pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
+def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is_missing(executor, tmp_path,
+                                                                                         one_thread):
     lab = make_lab(tmp_path)
+    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\n')
     plan = make_plan(lab, write_study(lab, "crash", 'variables = { "model.d_ff" = [192] }', seeds="[5, 6]"), probe=False)
     calls = {"runs": 0}
 
@@ -85,7 +106,7 @@ def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is
         return None
 
     said = []
-    assert run_study(lab, plan, progress_for, say=said.append, executor="local", workers=2) == "interrupted"
+    assert run_study(lab, plan, progress_for, say=said.append, executor=executor, workers=2) == "interrupted"
     with Ledger(lab) as ledger:
         before = ledger.study_runs("crash")
         status = {cell: ledger.run(run_id).status for cell, run_id in before.items()}
@@ -96,7 +117,7 @@ def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is
     for path in (lab / ".ablab" / "runs" / before[broken_cell] / "checkpoints").rglob("*"):
         if path.is_file():
             path.write_bytes(b"not a checkpoint")
-    assert run_study(lab, plan, say=said.append, executor="local", workers=2, retries=1) == "failed"
+    assert run_study(lab, plan, say=said.append, executor=executor, workers=2, retries=1) == "failed"
     with Ledger(lab) as ledger:
         after = ledger.study_runs("crash")
         assert all(after[cell] == run_id for cell, run_id in before.items())  # resumed, never retrained
@@ -110,9 +131,57 @@ def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is
 
 
 def test_executor_names_and_workers_are_checked():
-    with pytest.raises(UserError, match="Unknown executor 'ray'; choose one of: inline, local."):
-        executors.get("ray")
+    with pytest.raises(UserError, match="Unknown executor 'dask'; choose one of: inline, local, ray, slurm."):
+        executors.get("dask")
     with pytest.raises(UserError, match="use --executor local"):
         executors.get("inline", workers=2)
     with pytest.raises(UserError, match="at least 1"):
         executors.get("local", workers=0)
+    with pytest.raises(UserError, match="--address names a Ray cluster"):
+        executors.get("local", address="auto")
+
+
+def test_engines_refuse_what_they_cannot_use_before_anything_runs(tmp_path, monkeypatch):
+    (tmp_path / "ablab.toml").write_text('[executor.slurm]\npartition = "gpu"\ngpus = 2\n')
+    with pytest.raises(UserError, match=r"\[executor.slurm\] has no setting 'gpus'; the settings are: partition, "):
+        executors.get("slurm", lab=tmp_path)
+    (tmp_path / "ablab.toml").write_text('[executor.slurm]\ntime_min = "2h"\n')
+    with pytest.raises(UserError, match="time_min = '2h' has the wrong type; give a int"):
+        executors.get("slurm", lab=tmp_path)
+    (tmp_path / "ablab.toml").write_text('[executor.slurm]\npartition = "gpu"\n')
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(UserError, match="sbatch is not on this machine.*cluster = \"local\""):
+        executors.get("slurm", lab=tmp_path)
+    for name, module in (("ray", "ray"), ("slurm", "submitit")):
+        monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+        with pytest.raises(UserError, match=rf"needs the optional extra '{name}'; install it with pip install "
+                                            rf"'ablab\[{name}\]'"):
+            executors.get(name, lab=tmp_path)
+
+
+@pytest.mark.parametrize("executor, error", [("ray", "WorkerCrashedError"), ("slurm", "UncompletedJobError")])
+def test_a_worker_killed_mid_run_fails_that_run_alone(executor, error, tmp_path, one_thread):
+    lab = make_lab(tmp_path)
+    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\n')
+    plan = make_plan(lab, write_study(lab, "kill", 'variables = { "model.d_ff" = [96] }', seeds="[0]"), probe=False)
+    calls = {"runs": 0}
+
+    def kill_the_worker(step, row):
+        if step == 8:
+            with Ledger(lab) as ledger:  # a reader beside the driver: the row names the worker's pid
+                (pid,) = [run.pid for run in ledger.runs() if run.status == "running"]
+            os.kill(pid, signal.SIGKILL)
+
+    def progress_for(arm, seed):
+        calls["runs"] += 1
+        return kill_the_worker if calls["runs"] == 1 else None
+
+    said = []
+    assert run_study(lab, plan, progress_for, say=said.append, executor=executor, workers=1) == "failed"
+    with Ledger(lab) as ledger:
+        runs = {cell: ledger.run(run_id) for cell, run_id in ledger.study_runs("kill").items()}
+        killed = runs[("baseline", 0)]
+        assert killed.status == "failed" and error in killed.result["error"]
+        assert any(e["kind"] == "failed" for e in ledger.events(killed.id))
+    assert [run.status for cell, run in runs.items() if cell != ("baseline", 0)] == ["finished"]
+    assert any(f"run {killed.id} failed: worker died: {error}" in line for line in said)

@@ -9,8 +9,11 @@ each, in the order they end:
         ...
 
 - `inline`: one run after another in this process (what `ablab study run` always did).
-- `local`: N worker processes on this machine (ablab.executors_local); workers never open the
-  ledger, they send each write to the driver, which applies them in order.
+- `local`: N worker processes on this machine (ablab.executors_local);
+- `ray`: Ray tasks on a cluster, or a local Ray instance (ablab.executors_remote);
+- `slurm`: Slurm jobs through submitit (ablab.executors_remote).
+Workers never open the ledger: they send each write to the driver, which applies them in order
+(ablab.executors_pool).
 
 A run that raises ends `failed`, with the error and its traceback in result.json and the ledger,
 and the other runs go on; the Retry policy says how often, and on which exceptions, a failed run
@@ -135,12 +138,20 @@ def _failed(task: Task, record: RunRecord | None, training: Any, err: Exception)
 
 
 class Executor(abc.ABC):
-    """Runs Tasks and yields their Results as they end. Subclasses set `name` and `run`."""
+    """Runs Tasks and yields their Results as they end. Subclasses set `name` and `run`.
+    `workers` caps the runs in flight (None: the executor's default), `lab` is where an executor
+    finds its settings (ablab.toml), `address` names a cluster to join (ray)."""
     name: ClassVar[str]
 
-    def __init__(self, workers: int = 1, retry: Retry = Retry()):
-        self.workers = workers
-        self.retry = retry
+    def __init__(self, workers: int | None = None, retry: Retry | None = None, lab: Path | None = None,
+                 address: str | None = None):
+        if workers is not None and workers < 1:
+            raise UserError(f"--workers must be at least 1, not {workers}.")
+        if address is not None and self.name != "ray":
+            raise UserError(f"--address names a Ray cluster; it has no meaning for the {self.name} executor.")
+        self.workers = workers or 1
+        self.retry = retry or Retry()
+        self.address = address
 
     @abc.abstractmethod
     def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
@@ -151,11 +162,12 @@ class InlineExecutor(Executor):
     """One run after another in this process, writing the ledger directly."""
     name = "inline"
 
-    def __init__(self, workers: int = 1, retry: Retry = Retry()):
-        if workers != 1:
+    def __init__(self, workers: int | None = None, retry: Retry | None = None, lab: Path | None = None,
+                 address: str | None = None):
+        if workers not in (None, 1):
             raise UserError(f"The inline executor trains one run at a time, so --workers {workers} has no effect; "
                             "use --executor local to train several at once.")
-        super().__init__(workers, retry)
+        super().__init__(workers, retry, lab, address)
 
     def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
         for task in tasks:
@@ -175,13 +187,21 @@ def _local() -> type[Executor]:
     return LocalExecutor
 
 
-EXECUTORS: dict[str, Callable[[], type[Executor]]] = {"inline": lambda: InlineExecutor, "local": _local}
+def _remote(name: str) -> Callable[[], type[Executor]]:
+    def load() -> type[Executor]:
+        from ablab import executors_remote
+        return executors_remote.ENGINES[name]()
+    return load
 
 
-def get(name: str, workers: int = 1, retry: Retry = Retry()) -> Executor:
-    """The executor registered as `name`, set up for `workers` processes and `retry`."""
+EXECUTORS: dict[str, Callable[[], type[Executor]]] = {"inline": lambda: InlineExecutor, "local": _local,
+                                                       "ray": _remote("ray"), "slurm": _remote("slurm")}
+
+
+def get(name: str, workers: int | None = None, retry: Retry | None = None, lab: Path | None = None,
+        address: str | None = None) -> Executor:
+    """The executor registered as `name`, set up for `workers` runs at once, `retry`, the settings
+    of `lab`'s ablab.toml and (ray) a cluster `address`."""
     if name not in EXECUTORS:
         raise UserError(f"Unknown executor '{name}'; choose one of: {', '.join(EXECUTORS)}.")
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, not {workers}.")
-    return EXECUTORS[name]()(workers, retry)
+    return EXECUTORS[name]()(workers, retry, lab, address)

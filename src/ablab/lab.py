@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from ablab.errors import UserError
 
@@ -21,16 +22,40 @@ to = []
 """
 
 
+def lab_settings(lab: Path) -> dict:
+    """The lab's ablab.toml as a dict ({} when there is none)."""
+    lab_file = lab / LAB_FILE
+    if not lab_file.is_file():
+        return {}
+    try:
+        return tomllib.loads(lab_file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{lab_file} is not valid TOML ({err}); fix the line it names.") from None
+
+
+def section_settings(lab: Path, section: str, types: dict[str, Any]) -> dict:
+    """One dotted [section] of ablab.toml, every key checked against `types` (name -> type or tuple)."""
+    settings: Any = lab_settings(lab)
+    for part in section.split("."):
+        settings = settings.get(part, {}) if isinstance(settings, dict) else None
+    if not isinstance(settings, dict):
+        raise UserError(f"In {lab / LAB_FILE}, [{section}] must be a table of settings.")
+    for key, value in settings.items():
+        if key not in types:
+            raise UserError(f"In {lab / LAB_FILE}, [{section}] has no setting '{key}'; "
+                            f"the settings are: {', '.join(types)}.")
+        if not isinstance(value, types[key]) or isinstance(value, bool):
+            raise UserError(f"In {lab / LAB_FILE}, [{section}] {key} = {value!r} has the wrong type; "
+                            "give a " + (types[key].__name__ if isinstance(types[key], type) else "number") + ".")
+    return settings
+
+
 def mirror_names(lab: Path, extra: str = "") -> list[str]:
     """Mirrors named in the lab's ablab.toml ([log] to) plus a comma-separated `extra` (--log-to)."""
     names = [n for n in extra.split(",") if n.strip()]
     lab_file = lab / LAB_FILE
     if lab_file.is_file():
-        try:
-            settings = tomllib.loads(lab_file.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{lab_file} is not valid TOML ({err}); fix the line it names.") from None
-        configured = settings.get("log", {}).get("to", [])
+        configured = lab_settings(lab).get("log", {}).get("to", [])
         if not isinstance(configured, list) or not all(isinstance(n, str) for n in configured):
             raise UserError(f"In {lab_file}, [log] to must be a list of names such as [\"tensorboard\"].")
         names = configured + names

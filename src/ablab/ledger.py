@@ -197,10 +197,12 @@ class Ledger(_StudyStore, _EvalStore, _FitStore):
                 "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
                 (run_id, event["step"], event["kind"], event["time"], _dump(event)))
 
-    def heartbeat(self, run_id: str) -> None:
+    def heartbeat(self, run_id: str, host: str | None = None, pid: int | None = None) -> None:
+        """The run is alive in process `pid` on `host` (by default this process: a worker's proxy
+        names its own)."""
         with self._write():
             self.conn.execute("UPDATE runs SET heartbeat=?, host=?, pid=? WHERE id=?",
-                              (time.time(), socket.gethostname(), os.getpid(), run_id))
+                              (time.time(), host or socket.gethostname(), pid or os.getpid(), run_id))
 
     def finish_run(self, run_id: str, status: str, result: dict, finished_at: str | None) -> None:
         """Set a run's status and result (also used for `running` at start and on resume)."""

@@ -99,6 +99,12 @@ def versions() -> dict:
     return found
 
 
+def host_info() -> dict:
+    """The machine this process trains on."""
+    return {"name": socket.gethostname(), "os": platform.platform(), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "gpu": gpus()}
+
+
 def collect(lab: Path, argv: list[str] | None = None, world_size: int = 1) -> tuple[dict, dict[str, str]]:
     """(provenance, files to save beside the run: name -> text). `world_size` is how many processes
     train the run together (train.nproc), kept here because it does not enter the config hash."""
@@ -113,8 +119,7 @@ def collect(lab: Path, argv: list[str] | None = None, world_size: int = 1) -> tu
         "world_size": world_size,
         "cwd": os.getcwd(),
         "versions": versions(),
-        "host": {"name": socket.gethostname(), "os": platform.platform(), "cpu": cpu_model(),
-                 "cores": os.cpu_count(), "gpu": gpus()},
+        "host": host_info(),
     }
     files = {"pip-freeze.txt": "\n".join(installed_packages()) + "\n"}
     if lab_diff:

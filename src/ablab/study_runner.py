@@ -88,14 +88,16 @@ def with_seed(cfg: Config, seed: int, name: str) -> Config:
 
 
 def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | None = None,
-              say: Callable[[str], None] = print, executor: str = "inline", workers: int = 1,
-              retries: int = 0) -> str:
+              say: Callable[[str], None] = print, executor: str | executors.Executor = "inline",
+              workers: int | None = None, retries: int = 0) -> str:
     """Train every (seed, arm) that is not finished yet on `executor` (ablab.executors), dispatched
     seeds outermost so that an interrupted study already holds complete pairs. Reuse and resume are
-    decided here, on the driver, before anything is dispatched. Returns 'finished', 'failed' (some
+    decided here, on the driver, before anything is dispatched. `executor` is a name (with `workers`
+    and `retries`) or an Executor already set up (ablab.executors.get). Returns 'finished', 'failed' (some
     run raised; the others went on, and running the study again retries it) or 'interrupted'."""
     spec = plan.spec
-    runner = executors.get(executor, workers, executors.Retry(retries))
+    runner = executor if isinstance(executor, executors.Executor) else \
+        executors.get(executor, workers, executors.Retry(retries), lab)
     states = set()
     with Ledger(lab) as ledger:
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
