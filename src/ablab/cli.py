@@ -117,12 +117,27 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
 
 @app.command()
 def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+           nproc: Optional[int] = typer.Option(None, "--nproc", help="Data-parallel processes (default: as "
+                                               "the run was trained); data.batch_size must divide by it."),
            log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
     """Continue an interrupted run from its newest intact checkpoint, to the same result.
 
-    Example: `ablab resume 3f2a9c1d`
+    A run trained with `--nproc N` resumes on N processes unless `--nproc` says otherwise.
+
+    Example: `ablab resume 3f2a9c1d --nproc 2`
     """
+    from ablab import distributed
+    from ablab.record import RunRecord
     from ablab.train import resume_run
+
+    if not distributed.in_worker():
+        record = RunRecord.open(lab_dir(lab), run_id)
+        cfg = record.config()
+        processes = nproc or cfg.train.nproc
+        if processes < 1:
+            raise UserError(f"--nproc must be at least 1, not {processes}.")
+        if processes > 1 and record.result().get("status") not in ("finished", "diverged"):
+            raise typer.Exit(distributed.launch(cfg, sys.argv[1:], processes, override=False))
 
     with _progress() as show:
         outcome = resume_run(lab_dir(lab), run_id, show, log_to=mirror_names(lab_dir(lab), log_to))

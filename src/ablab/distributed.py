@@ -42,18 +42,22 @@ def machine_threads() -> int:
     return os.cpu_count() or 1
 
 
-def launch(cfg: Config, args: Sequence[str]) -> int:
-    """Run `ablab <args>` as cfg.train.nproc workers on this machine; returns the launcher's exit code."""
+def launch(cfg: Config, args: Sequence[str], nproc: int | None = None, override: bool = True) -> int:
+    """Run `ablab <args>` as `nproc` (default cfg.train.nproc) workers on this machine, with the
+    override train.nproc=N appended when `override` (a new run); returns the launcher's exit code."""
     from ablab.data import prepare_data
 
+    nproc = nproc or cfg.train.nproc
+    if cfg.data.batch_size % nproc:
+        raise ConfigError(f"data.batch_size ({cfg.data.batch_size}) does not divide by the {nproc} "
+                          f"training processes; pick a batch size that is a multiple of {nproc}.")
     # Tokenised once here: a corpus error is one line before any worker starts, and workers find the cache warm.
     prepare_data(cfg.data)
-    nproc = cfg.train.nproc
     # torchrun would otherwise set 1 thread per worker and print a banner saying so.
     env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, machine_threads() // nproc)))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                # Ranks print the same lines; rank 0 speaks for all (a failing rank is still named by torchrun).
-               "--local-ranks-filter=0", "-m", "ablab", *_worker_args(args, nproc)]
+               "--local-ranks-filter=0", "-m", "ablab", *_worker_args(args, nproc, override)]
     # Its own session: a Ctrl-C reaches torchrun once, through us, not twice (a second one aborts its shutdown).
     launcher = subprocess.Popen(command, env=env, start_new_session=True)
     forwarded = []
@@ -74,9 +78,10 @@ def launch(cfg: Config, args: Sequence[str]) -> int:
     return 130 if forwarded and code != 0 else code
 
 
-def _worker_args(args: Sequence[str], nproc: int) -> list[str]:
-    """`args` with `--nproc N` spelled as the override train.nproc=N: torchrun's parser reads every
-    argument and rejects --nproc as an ambiguous abbreviation of its own --nproc-per-node."""
+def _worker_args(args: Sequence[str], nproc: int, override: bool = True) -> list[str]:
+    """`args` without `--nproc N` (torchrun's parser reads every argument and rejects --nproc as an
+    ambiguous abbreviation of its own --nproc-per-node), spelled instead as the override
+    train.nproc=N when `override`."""
     kept, skip_value = [], False
     for arg in args:
         if skip_value:
@@ -85,7 +90,7 @@ def _worker_args(args: Sequence[str], nproc: int) -> list[str]:
             skip_value = True
         elif not arg.startswith("--nproc="):
             kept.append(arg)
-    return [*kept, f"train.nproc={nproc}"]
+    return [*kept, f"train.nproc={nproc}"] if override else kept
 
 
 @dataclass(frozen=True)
