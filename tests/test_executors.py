@@ -14,7 +14,7 @@ from ablab.errors import UserError
 from ablab.executors_pool import WRITES
 from ablab.ledger import Ledger
 from ablab.study_runner import make_plan, run_study
-from conftest import TINY
+from conftest import TINY, run_cli
 from test_study import write_study
 
 BASE = "tiny@2026-11-01"
@@ -185,3 +185,33 @@ def test_a_worker_killed_mid_run_fails_that_run_alone(executor, error, tmp_path,
         assert any(e["kind"] == "failed" for e in ledger.events(killed.id))
     assert [run.status for cell, run in runs.items() if cell != ("baseline", 0)] == ["finished"]
     assert any(f"run {killed.id} failed: worker died: {error}" in line for line in said)
+
+
+def test_the_command_refuses_a_bad_executor_choice_in_one_sentence_before_probing(tmp_path):
+    lab = make_lab(tmp_path)
+    study = write_study(lab, "cli", 'variables = { "model.d_ff" = [96] }', seeds="[0]")
+    (lab / "ablab.toml").write_text('[lab]\nname = "t"\n[executor.ray]\ncpus_per_run = "two"\n')
+    for args, message in ((["--executor", "dask"], "Unknown executor 'dask'; choose one of: inline, local, ray, "
+                                                   "slurm."),
+                          (["--executor", "ray"], "[executor.ray] cpus_per_run = 'two' has the wrong type"),
+                          (["--executor", "local", "--address", "auto"], "--address names a Ray cluster")):
+        done = run_cli("study", "run", str(study), "--yes", *args, cwd=lab)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr and "probe" not in done.stdout
+    with Ledger(lab) as ledger:
+        assert ledger.studies() == []  # nothing recorded, nothing trained
+
+
+def test_a_ladder_trains_its_rungs_on_an_executor(tmp_path, one_thread):
+    from ablab.ladder import parse_sizes, plan_ladder, run_ladder
+
+    lab = make_lab(tmp_path)
+    ladder = plan_ladder(lab, BASE, parse_sizes("32x1,48x1"), None, [16384], [0])
+    said = []
+    assert run_ladder(lab, ladder, say=said.append, executor="local") == "finished"
+    with Ledger(lab) as ledger:
+        runs = [ledger.run(run_id) for run_id in ledger.study_runs(ladder.study).values()]
+    assert len(runs) == 2 and all(run.status == "finished" and run.pid != os.getpid() for run in runs)
+    assert {run.config["model"]["d_model"] for run in runs} == {32, 48}
+    assert len(said) == 2 and all("finished" in line for line in said)

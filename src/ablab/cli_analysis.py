@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from ablab.cli_common import LabOpt, console, lab_dir, number_list
+from ablab.cli_common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, console,
+                              lab_dir, make_executor, number_list)
 
 analysis_app = typer.Typer()
 
@@ -156,7 +157,8 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
            seeds: str = typer.Option("", help="Seeds (default: the baseline's first)."),
            convention: str = typer.Option("6ND", help="Compute convention of the fits: 6ND or 6ND+attn."),
            yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
-           lab: Optional[Path] = LabOpt) -> None:
+           executor: str = ExecutorOpt, workers: Optional[int] = WorkersOpt, address: Optional[str] = AddressOpt,
+           retries: int = RetriesOpt, retry_on: str = RetryOnOpt, lab: Optional[Path] = LabOpt) -> None:
     """Plan and run a scaling ladder of a baseline (sizes x budgets, an IsoFLOP grid) like a study,
     then fit L(C), L(N), L(N, D) and the IsoFLOP minima, and store the law under the baseline's date.
 
@@ -166,6 +168,7 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
     from ablab.scaling_data import fit_points, ledger_points, save_fits
     from ablab.scaling_report import plot_fits
 
+    runner = make_executor(executor, workers, retries, retry_on, lab_dir(lab), address)
     plan = plan_ladder(lab_dir(lab), ref, parse_sizes(sizes), number_list(flops, "flops") or None,
                        number_list(tokens, "tokens", int, "16384,65536") or None,
                        number_list(seeds, "seeds", int, "0,1,2") or None)
@@ -177,9 +180,10 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
     console.print(f"{len(plan.rungs)} rungs x {len(plan.seeds)} seeds = {len(plan.rungs) * len(plan.seeds)} runs")
     if not yes and not typer.confirm("Run this ladder?"):
         raise typer.Exit(1)
-    if run_ladder(lab_dir(lab), plan, say=console.print) == "interrupted":
-        console.print("interrupted; run the same command again to finish only what is missing")
-        raise typer.Exit(130)
+    state = run_ladder(lab_dir(lab), plan, say=console.print, executor=runner)
+    if state != "finished":
+        console.print(f"{state}; run the same command again to train only what is missing")
+        raise typer.Exit(130 if state == "interrupted" else 1)
     points = ledger_points(lab_dir(lab), study=plan.study, convention=convention)
     fits, reasons = fit_points(points)
     print_fits(fits, reasons)

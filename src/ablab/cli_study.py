@@ -11,7 +11,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ablab.cli_common import LabOpt, console, lab_dir, number_list
+from ablab.cli_common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, console,
+                              lab_dir, make_executor, number_list)
 from ablab import baselines, config as config_mod
 from ablab.errors import UserError
 from ablab.ledger import Ledger
@@ -204,28 +205,17 @@ def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
 @study_app.command("run")
 def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
-              executor: str = typer.Option("inline", help="Where runs execute: inline (one at a time, here), "
-                                           "local (worker processes here), ray (a Ray cluster) or slurm "
-                                           "(Slurm jobs; settings under [executor.slurm] in ablab.toml)."),
-              workers: Optional[int] = typer.Option(None, help="Runs at once (local: default one per core; "
-                                                    "ray, slurm: default all, queued by the cluster)."),
-              address: Optional[str] = typer.Option(None, help="The Ray cluster to join, e.g. auto or "
-                                                    "ray://head:10001 (default: [executor.ray] address, "
-                                                    "else a local Ray instance)."),
-              retries: int = typer.Option(0, help="Times a run that raised is tried again from its last checkpoint."),
-              retry_on: str = typer.Option("Exception", help="Comma-separated exception class names worth "
-                                           "a retry, e.g. OutOfMemoryError,WorkerCrashedError."),
+              executor: str = ExecutorOpt, workers: Optional[int] = WorkersOpt,
+              address: Optional[str] = AddressOpt, retries: int = RetriesOpt, retry_on: str = RetryOnOpt,
               lab: Optional[Path] = LabOpt) -> None:
     """Show the plan, confirm, run every arm over every seed (reusing finished runs), write the sheet.
 
     Example: `ablab study run studies/muon-lr.toml --yes --executor local --workers 2`
     """
-    from ablab import executors
     from ablab.sheets import write_sheet
     from ablab.study_runner import make_plan, run_study
 
-    retry = executors.Retry(retries, tuple(name.strip() for name in retry_on.split(",") if name.strip()))
-    runner = executors.get(executor, workers, retry, lab_dir(lab), address)  # a bad choice fails before the probe
+    runner = make_executor(executor, workers, retries, retry_on, lab_dir(lab), address)
     plan = make_plan(lab_dir(lab), file)
     print_plan(plan)
     if not yes and not typer.confirm("Run this study?"):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from ablab import baselines, config as config_mod
+from ablab import baselines, config as config_mod, executors
 from ablab.config import Config
 from ablab.errors import UserError
 from ablab.ledger import Ledger
@@ -112,20 +112,18 @@ def plan_ladder(lab: Path, ref: str, sizes: list[tuple[int, int]], flops: list[f
     return ladder
 
 
-def run_ladder(lab: Path, ladder: Ladder, progress_for: Callable | None = None, say: Callable = print) -> str:
-    """Train every (seed, rung) not finished yet; 'finished' or 'interrupted'."""
+def run_ladder(lab: Path, ladder: Ladder, progress_for: Callable | None = None, say: Callable = print,
+               executor: str | executors.Executor = "inline") -> str:
+    """Train every (seed, rung) not finished yet on `executor`, as a study trains its cells;
+    'finished', 'failed' (some run raised; the others went on) or 'interrupted'."""
     from ablab.study import Arm
-    from ablab.study_runner import run_cell
+    from ablab.study_runner import train_cells
 
+    runner = executor if isinstance(executor, executors.Executor) else executors.get(executor, lab=lab)
     with Ledger(lab) as ledger:
         ledger.save_study(ladder.study, ladder.baseline.ref, {
             "kind": "ladder", "name": ladder.study, "seeds": ladder.seeds, "metric": "val_loss", "read_at": "final",
             "arms": {r.name: r.changes for r in ladder.rungs}, "skipped": ladder.skipped})
-    for seed in ladder.seeds:
-        for rung in ladder.rungs:
-            outcome = run_cell(lab, ladder.study, Arm(rung.name, rung.changes, rung.config), seed, progress_for)
-            if outcome is not None:
-                say(f"{rung.name} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
-                if outcome.status == "interrupted":
-                    return "interrupted"
-    return "finished"
+        rungs = [Arm(rung.name, rung.changes, rung.config) for rung in ladder.rungs]
+        states = train_cells(lab, ledger, ladder.study, ladder.seeds, rungs, runner, progress_for, say)
+    return next((state for state in ("interrupted", "failed") if state in states), "finished")

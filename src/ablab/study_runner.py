@@ -20,7 +20,7 @@ from ablab.ledger import Ledger
 from ablab.provenance import collect as collect_provenance
 from ablab.record import content_key
 from ablab.study import BASELINE_ARM, Arm, StudySpec, arms, check, parse, planned_steps
-from ablab.train import Outcome, Training, resume_run, start_run
+from ablab.train import Training
 
 
 @dataclass
@@ -98,18 +98,10 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
     spec = plan.spec
     runner = executor if isinstance(executor, executors.Executor) else \
         executors.get(executor, workers, executors.Retry(retries), lab)
-    states = set()
     with Ledger(lab) as ledger:
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
-        tasks, keys = _decide_cells(lab, ledger, plan, say)
-        for result in runner.run(tasks, ledger, progress_for):
-            task = result.task
-            if result.run_id is not None:
-                for arm, seed in keys[task.key]:  # cells with the same content key share the run
-                    ledger.link_study_run(spec.name, arm, seed, result.run_id)
-            failure = f": {result.error}" if result.status == "failed" else ""
-            say(f"{task.arm} seed {task.seed}: run {result.run_id or '(none)'} {result.status}{failure}")
-            states.add(result.status)
+        states = train_cells(lab, ledger, spec.name, spec.seeds, [row.arm for row in plan.rows], runner,
+                             progress_for, say)
     if "interrupted" in states:
         return "interrupted"
     if spec.benchmarks:
@@ -119,20 +111,38 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
     return "failed" if "failed" in states else "finished"
 
 
-def _decide_cells(lab: Path, ledger: Ledger, plan: Plan, say: Callable[[str], None]
-                  ) -> tuple[list[executors.Task], dict[int, list[tuple[str, int]]]]:
+def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_arms: list[Arm],
+                runner: executors.Executor, progress_for: Callable[[str, int], Any] | None,
+                say: Callable[[str], None]) -> set[str]:
+    """Train every (seed, arm) cell of `study` that is not finished on `runner`, linking each run to
+    its cells; the statuses the runs ended with (studies and ladders alike)."""
+    tasks, keys = _decide_cells(lab, ledger, study, seeds, study_arms, say)
+    states = set()
+    for result in runner.run(tasks, ledger, progress_for):
+        task = result.task
+        if result.run_id is not None:
+            for arm, seed in keys[task.key]:  # cells with the same content key share the run
+                ledger.link_study_run(study, arm, seed, result.run_id)
+        failure = f": {result.error}" if result.status == "failed" else ""
+        say(f"{task.arm} seed {task.seed}: run {result.run_id or '(none)'} {result.status}{failure}")
+        states.add(result.status)
+    return states
+
+
+def _decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_arms: list[Arm],
+                  say: Callable[[str], None]) -> tuple[list[executors.Task], dict[int, list[tuple[str, int]]]]:
     """(the tasks to dispatch, seeds outermost; {task key: the (arm, seed) cells its run serves}).
     A cell already finished in the study is skipped, an interrupted one resumed, one whose content
     key has a finished run anywhere in the lab is linked to it, and cells that share a content key
     share one task, so that two workers never train the same computation."""
-    study, provenance = plan.spec.name, collect_provenance(lab)
+    provenance = collect_provenance(lab)
     identities: dict[str, dict] = {}
     tasks: list[executors.Task] = []
     keys: dict[int, list[tuple[str, int]]] = {}
     by_content: dict[str, int] = {}
-    for seed in plan.spec.seeds:
-        for row in plan.rows:
-            arm, cell = row.arm, (row.arm.name, seed)
+    for seed in seeds:
+        for arm in study_arms:
+            cell = (arm.name, seed)
             linked = ledger.study_runs(study).get(cell)
             run = ledger.runs(ids=[linked])[0] if linked and ledger.has_run(linked) else None
             if run is not None and run.status in ("finished", "diverged"):
@@ -174,23 +184,6 @@ def _score_benchmarks(lab: Path, spec: StudySpec, arm: str, seed: int, say: Call
         scored = score_run(lab, spec.benchmarks, spec.benchmark_limit, run_id)
         if scored:
             say(f"{arm} seed {seed}: scored {', '.join(scored)}")
-
-
-def run_cell(lab: Path, study: str, arm: Arm, seed: int, progress_for) -> Outcome | None:
-    """Run (or resume, or reuse) one arm at one seed; None if the study already has it finished."""
-    with Ledger(lab) as ledger:
-        linked = ledger.study_runs(study).get((arm.name, seed))
-        run = ledger.runs(ids=[linked])[0] if linked and ledger.has_run(linked) else None
-    progress = progress_for(arm.name, seed) if progress_for else None
-    if run is not None and run.status in ("finished", "diverged"):
-        return None
-    if run is not None and run.status == "interrupted":
-        outcome = resume_run(lab, run.id, progress)
-    else:
-        outcome = start_run(with_seed(arm.config, seed, f"{study}/{arm.name}"), lab, progress)
-    with Ledger(lab) as ledger:
-        ledger.link_study_run(study, arm.name, seed, outcome.run_id)
-    return outcome
 
 
 def _spec_record(plan: Plan) -> dict:
