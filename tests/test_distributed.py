@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -79,6 +78,18 @@ def test_workers_get_nproc_as_an_override_torchrun_cannot_mistake_for_its_own():
     assert _worker_args(["run", "--nproc", "2", "seed=1", "--force"], 2) == ["run", "seed=1", "--force",
                                                                             "train.nproc=2"]
     assert _worker_args(["run", "--nproc=4", "-c", "small"], 4) == ["run", "-c", "small", "train.nproc=4"]
+    # A resumed run keeps its own config: the world size comes from torchrun alone.
+    assert _worker_args(["resume", "3f2a", "--nproc", "2"], 2, override=False) == ["resume", "3f2a"]
+
+
+def test_resume_refuses_a_world_the_batch_cannot_split_over(two_runs, tmp_path):
+    done = run_cli("resume", two_runs[1].name, "--nproc", "3", cwd=two_runs[1].parents[2])
+    assert done.returncode == 0 and "finished" in done.stdout  # a finished run is not relaunched
+    cfg = C.load(None, RUN)
+    stopped = start_run(cfg, tmp_path, lambda step, row: os.kill(os.getpid(), signal.SIGINT) if step == 3 else None)
+    done = run_cli("resume", stopped.run_id, "--nproc", "3", cwd=tmp_path)
+    assert done.returncode == 2 and "does not divide by the 3 training processes" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_an_interrupted_run_resumes_on_two_processes_to_the_same_curve(two_runs, tmp_path):
@@ -90,9 +101,7 @@ def test_an_interrupted_run_resumes_on_two_processes_to_the_same_curve(two_runs,
 
     stopped = start_run(cfg, tmp_path, interrupt_at_13)
     assert stopped.status == "interrupted"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run([*torchrun, "-m", "ablab", "resume", stopped.run_id], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=240)
+    done = run_cli("resume", stopped.run_id[:6], "--nproc", "2", cwd=tmp_path, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     run_dir = tmp_path / ".ablab" / "runs" / stopped.run_id
     assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
