@@ -146,7 +146,7 @@ def test_engines_refuse_what_they_cannot_use_before_anything_runs(tmp_path, monk
     with pytest.raises(UserError, match=r"\[executor.slurm\] has no setting 'gpus'; the settings are: partition, "):
         executors.get("slurm", lab=tmp_path)
     (tmp_path / "ablab.toml").write_text('[executor.slurm]\ntime_min = "2h"\n')
-    with pytest.raises(UserError, match="time_min = '2h' has the wrong type; give a int"):
+    with pytest.raises(UserError, match="time_min = '2h' has the wrong type; give a whole number."):
         executors.get("slurm", lab=tmp_path)
     (tmp_path / "ablab.toml").write_text('[executor.slurm]\npartition = "gpu"\n')
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here

@@ -33,6 +33,9 @@ def lab_settings(lab: Path) -> dict:
         raise UserError(f"{lab_file} is not valid TOML ({err}); fix the line it names.") from None
 
 
+_KINDS = {int: "a whole number", float: "a number", str: "a quoted string"}
+
+
 def section_settings(lab: Path, section: str, types: dict[str, Any]) -> dict:
     """One dotted [section] of ablab.toml, every key checked against `types` (name -> type or tuple)."""
     settings: Any = lab_settings(lab)
@@ -44,9 +47,9 @@ def section_settings(lab: Path, section: str, types: dict[str, Any]) -> dict:
         if key not in types:
             raise UserError(f"In {lab / LAB_FILE}, [{section}] has no setting '{key}'; "
                             f"the settings are: {', '.join(types)}.")
-        if not isinstance(value, types[key]) or isinstance(value, bool):
+        if not isinstance(value, types[key]) or isinstance(value, bool):  # TOML's true is no count
             raise UserError(f"In {lab / LAB_FILE}, [{section}] {key} = {value!r} has the wrong type; "
-                            "give a " + (types[key].__name__ if isinstance(types[key], type) else "number") + ".")
+                            f"give {_KINDS.get(types[key], 'a number')}.")
     return settings
 
 
