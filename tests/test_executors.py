@@ -67,6 +67,7 @@ def inline_losses(tmp_path_factory):
 
 
 PARITY_DESIGN = 'variables = { "model.d_ff" = [96] }'
+RACE_BUDGET = 60 * 16 * 64  # tokens: 60 steps of the tiny model
 
 
 @pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
@@ -96,13 +97,16 @@ def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is
                                                                                          one_thread):
     lab = make_lab(tmp_path)
     (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\n')
-    plan = make_plan(lab, write_study(lab, "crash", 'variables = { "model.d_ff" = [192] }', seeds="[5, 6]"), probe=False)
+    # 60 steps, stopped at step 2: the driver applies a worker's progress rows a little after the worker
+    # sent them, so the run must still have most of its steps to go when the stop reaches it.
+    plan = make_plan(lab, write_study(lab, "crash", 'variables = { "model.d_ff" = [192] }', seeds="[5, 6]",
+                                      budget=RACE_BUDGET), probe=False)
     calls = {"runs": 0}
 
     def progress_for(arm, seed):
         calls["runs"] += 1
         if calls["runs"] == 2:  # Ctrl-C on the driver while the second run trains
-            return lambda step, row: os.kill(os.getpid(), signal.SIGINT) if step == 8 else None
+            return lambda step, row: os.kill(os.getpid(), signal.SIGINT) if step == 2 else None
         return None
 
     said = []
@@ -163,11 +167,12 @@ def test_engines_refuse_what_they_cannot_use_before_anything_runs(tmp_path, monk
 def test_a_worker_killed_mid_run_fails_that_run_alone(executor, error, tmp_path, one_thread):
     lab = make_lab(tmp_path)
     (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\n')
-    plan = make_plan(lab, write_study(lab, "kill", 'variables = { "model.d_ff" = [96] }', seeds="[0]"), probe=False)
+    plan = make_plan(lab, write_study(lab, "kill", 'variables = { "model.d_ff" = [96] }', seeds="[0]",
+                                      budget=RACE_BUDGET), probe=False)
     calls = {"runs": 0}
 
     def kill_the_worker(step, row):
-        if step == 8:
+        if step == 2:
             with Ledger(lab) as ledger:  # a reader beside the driver: the row names the worker's pid
                 (pid,) = [run.pid for run in ledger.runs() if run.status == "running"]
             os.kill(pid, signal.SIGKILL)
