@@ -36,7 +36,9 @@ def test_training_on_tinystories_lifts_lambada_style_continuation(tmp_path, shar
     task = resolve_task(str(lambada_style_task(tmp_path, shared_data / "tinystories" / "tinystories_val_slice.txt")))
     cfg = C.load(None, ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.d_ff=256",
                         "data.corpus=tinystories", "data.tokenizer=byte", "data.seq_len=128", "data.batch_size=32",
-                        "train.max_steps=200", "schedule.warmup_steps=20", "eval.every=0", "eval.tokens=4096"])
+                        "train.max_steps=60", "schedule.warmup_steps=6", "eval.every=0", "eval.tokens=4096"])
+    # 60 steps (was 200, 3x the time): measured ppl 3.2e6 trained vs 1.4e14 untrained (ratio 4e7,
+    # the test needs 1e3) and a log-scale gap of 14.8 beyond the 3-sigma bands (the test needs 0).
     outcome = start_run(cfg, tmp_path / "lab")
     trained, tokenizer, _ = load_run_model(tmp_path / "lab", outcome.run_id)
     torch.manual_seed(cfg.seed)  # the same initial weights the run started from

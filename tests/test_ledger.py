@@ -279,7 +279,7 @@ def test_eight_processes_recording_at_once_lose_nothing(tmp_path):
 
 # -- a crash --------------------------------------------------------------------------------------
 def test_kill_9_leaves_an_intact_ledger_with_an_interrupted_run_that_resumes(tmp_path):
-    child = subprocess.Popen([*ABLAB, "run", *TINY, "train.max_steps=200", "train.checkpoint_every=20", "--force"],
+    child = subprocess.Popen([*ABLAB, "run", *TINY, "train.max_steps=100", "train.checkpoint_every=20", "--force"],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, run_id = time.time() + 120, None
     while time.time() < deadline and child.poll() is None:
@@ -301,9 +301,9 @@ def test_kill_9_leaves_an_intact_ledger_with_an_interrupted_run_that_resumes(tmp
     assert resumed.returncode == 0, resumed.stderr
     with Ledger(tmp_path) as ledger:
         run = ledger.run(run_id)
-        assert run.status == "finished" and run.result["steps"] == 200
+        assert run.status == "finished" and run.result["steps"] == 100
         steps = [row["step"] for row in ledger.metrics(run_id)]
-        assert steps == sorted(set(steps)) and steps[-1] == 200
+        assert steps == sorted(set(steps)) and steps[-1] == 100
 
 
 # -- gc -------------------------------------------------------------------------------------------

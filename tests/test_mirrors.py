@@ -85,7 +85,15 @@ def test_mlflow_mirror_holds_params_and_metrics(tmp_path):
 def test_wandb_offline_mirror_writes_a_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "600")  # a loaded machine must not switch the mirror off
     outcome = tiny_run(tmp_path, log_to=["wandb"])
+    failed = [e["message"] for e in RunRecord.open(tmp_path, outcome.run_id).events() if e["kind"] == "mirror_failed"]
+    assert failed == []  # the mirror stayed on to the end
+    # run.finish() returns before wandb's service process closes the run's stream, and only that
+    # close writes the buffered records to the .wandb file (until then it holds the 7-byte header).
+    # Tearing the service down waits for every stream to close, so the file is complete after it.
+    import wandb
+    wandb.teardown()
     runs = list((tmp_path / ".ablab" / "wandb" / "wandb").glob(f"offline-run-*-{outcome.run_id}"))
     assert len(runs) == 1
     # wandb keeps an offline run as protobuf records for `wandb sync`; its reader is private, so

@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from ablab import baselines, config as C
+from ablab import baselines, config as C, runs
 from ablab.ledger import Ledger
 from ablab.scaling_data import Points, frontier
 from ablab.train import start_run
@@ -52,7 +52,7 @@ def test_runs_fit_a_law_and_a_run_on_it_gains_about_one(tmp_path):
     for steps in (8, 12, 16, 24, 40):
         outcome = start_run(C.load(None, [*BYTE, f"train.max_steps={steps}", "schedule.warmup_steps=4"]), tmp_path)
         ids[steps] = outcome.run_id
-        run_cli("tag", outcome.run_id, "curve", cwd=tmp_path)
+        runs.add_tag(tmp_path, outcome.run_id, "curve")  # in-process: `ablab tag` is tested in test_runs.py
     fitted = run_cli("scaling", "fit", "--tag", "curve", "--name", "tiny", cwd=tmp_path, timeout=600)
     assert fitted.returncode == 0, fitted.stderr
     assert "L(C) = E + A C^-alpha over 5 points" in fitted.stdout and "chinchilla: not fitted" in fitted.stdout
