@@ -34,6 +34,23 @@ def make_lab(root: Path) -> Path:
     return root
 
 
+def cluster_lab(root: Path) -> Path:
+    """A lab whose slurm executor runs its jobs as local processes (submitit's local cluster)."""
+    lab = make_lab(root)
+    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\ntime_min = 10\n')
+    return lab
+
+
+def on_run(n: int, callback):
+    """A progress_for that gives `callback` to the n-th run dispatched and nothing to the others."""
+    dispatched = []
+
+    def progress_for(arm, seed):
+        dispatched.append((arm, seed))
+        return callback if len(dispatched) == n else None
+    return progress_for
+
+
 def final_losses(lab: Path, study: str) -> dict:
     with Ledger(lab) as ledger:
         return {cell: ledger.run(run_id).final["val_loss"] for cell, run_id in ledger.study_runs(study).items()}
@@ -73,8 +90,7 @@ RACE_BUDGET = 60 * 16 * 64  # tokens: 60 steps of the tiny model
 @pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
 def test_workers_give_the_inline_losses_and_never_open_the_ledger(executor, inline_losses, tmp_path, monkeypatch,
                                                                    one_thread):
-    lab = make_lab(tmp_path)
-    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\ntime_min = 10\n')
+    lab = cluster_lab(tmp_path)
     WatchedLedger.writes, WatchedLedger.metric_steps = [], set()
     monkeypatch.setattr(study_runner, "Ledger", WatchedLedger)
     plan = make_plan(lab, write_study(lab, "ff", PARITY_DESIGN, seeds="[0, 1]"), probe=False)
@@ -95,20 +111,13 @@ def test_workers_give_the_inline_losses_and_never_open_the_ledger(executor, inli
 @pytest.mark.parametrize("executor", ["local", "ray", "slurm"])
 def test_a_crashing_run_fails_alone_and_an_interrupted_study_trains_only_what_is_missing(executor, tmp_path,
                                                                                          one_thread):
-    lab = make_lab(tmp_path)
-    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\n')
+    lab = cluster_lab(tmp_path)
     # 60 steps, stopped at step 2: the driver applies a worker's progress rows a little after the worker
     # sent them, so the run must still have most of its steps to go when the stop reaches it.
     plan = make_plan(lab, write_study(lab, "crash", 'variables = { "model.d_ff" = [192] }', seeds="[5, 6]",
                                       budget=RACE_BUDGET), probe=False)
-    calls = {"runs": 0}
-
-    def progress_for(arm, seed):
-        calls["runs"] += 1
-        if calls["runs"] == 2:  # Ctrl-C on the driver while the second run trains
-            return lambda step, row: os.kill(os.getpid(), signal.SIGINT) if step == 2 else None
-        return None
-
+    # Ctrl-C on the driver while the second run trains
+    progress_for = on_run(2, lambda step, row: os.kill(os.getpid(), signal.SIGINT) if step == 2 else None)
     said = []
     assert run_study(lab, plan, progress_for, say=said.append, executor=executor, workers=2) == "interrupted"
     with Ledger(lab) as ledger:
@@ -165,24 +174,17 @@ def test_engines_refuse_what_they_cannot_use_before_anything_runs(tmp_path, monk
 
 @pytest.mark.parametrize("executor, error", [("ray", "WorkerCrashedError"), ("slurm", "UncompletedJobError")])
 def test_a_worker_killed_mid_run_fails_that_run_alone(executor, error, tmp_path, one_thread):
-    lab = make_lab(tmp_path)
-    (lab / "ablab.toml").write_text('[executor.slurm]\ncluster = "local"\n')
+    lab = cluster_lab(tmp_path)
     plan = make_plan(lab, write_study(lab, "kill", 'variables = { "model.d_ff" = [96] }', seeds="[0]",
                                       budget=RACE_BUDGET), probe=False)
-    calls = {"runs": 0}
-
     def kill_the_worker(step, row):
         if step == 2:
             with Ledger(lab) as ledger:  # a reader beside the driver: the row names the worker's pid
                 (pid,) = [run.pid for run in ledger.runs() if run.status == "running"]
             os.kill(pid, signal.SIGKILL)
 
-    def progress_for(arm, seed):
-        calls["runs"] += 1
-        return kill_the_worker if calls["runs"] == 1 else None
-
     said = []
-    assert run_study(lab, plan, progress_for, say=said.append, executor=executor, workers=1) == "failed"
+    assert run_study(lab, plan, on_run(1, kill_the_worker), say=said.append, executor=executor, workers=1) == "failed"
     with Ledger(lab) as ledger:
         runs = {cell: ledger.run(run_id) for cell, run_id in ledger.study_runs("kill").items()}
         killed = runs[("baseline", 0)]
