@@ -125,9 +125,13 @@ def _open_record(task: Task, ledger: Any) -> RunRecord:
     return record
 
 
+def error_kinds(err: BaseException) -> tuple[str, ...]:
+    """The names of an exception's class and its bases, which Retry.on is matched against."""
+    return tuple(cls.__name__ for cls in type(err).__mro__)
+
+
 def _failed(task: Task, record: RunRecord | None, training: Any, err: Exception) -> Result:
-    message = f"{type(err).__name__}: {err}"
-    types = tuple(cls.__name__ for cls in type(err).__mro__)
+    message, types = f"{type(err).__name__}: {err}", error_kinds(err)
     if record is None:
         return Result(task, None, "failed", {}, message, types)
     step = training.loop.step if training is not None else 0

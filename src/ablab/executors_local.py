@@ -12,7 +12,7 @@ import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Iterator
 
-from ablab.executors import Executor, ProgressFor, Result, Task
+from ablab.executors import Executor, ProgressFor, Result, Task, error_kinds
 from ablab.executors_pool import Driver, become_worker, catch_signals, cpus, work
 
 _channel: Any = None
@@ -33,7 +33,7 @@ def _death(future: Future) -> tuple[str, tuple] | None:
     if not future.done() or future.exception() is None:
         return None
     err = future.exception()
-    return repr(err), tuple(cls.__name__ for cls in type(err).__mro__)
+    return repr(err), error_kinds(err)
 
 
 class LocalExecutor(Executor):

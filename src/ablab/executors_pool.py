@@ -128,11 +128,13 @@ class Driver:
     def loop(self, channel: Any, signalled: Any, on_stop: Callable[[], None]) -> Iterator[Result]:
         """Dispatch, apply messages and yield Results until every task has ended; on a signal (or an
         interrupted run) call `on_stop` once and let the runs in flight checkpoint and end."""
+        stop_sent = False
         while self.pending or self.in_flight:
             if signalled.is_set() and not self.stopping:
                 self.stop()
-            if self.stopping:
+            if self.stopping and not stop_sent:
                 on_stop()
+                stop_sent = True
             self.dispatch()
             yield from self.receive(channel)
             yield from self.bury_dead_workers(channel)

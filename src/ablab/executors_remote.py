@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ablab.errors import UserError
-from ablab.executors import Executor, ProgressFor, Result, Task
+from ablab.executors import Executor, ProgressFor, Result, Task, error_kinds
 from ablab.executors_pool import Driver, become_worker, catch_signals, work
 from ablab.lab import section_settings
 
@@ -74,6 +74,7 @@ class Spool:
         folder.mkdir(parents=True, exist_ok=True)
         self.offsets: dict[Path, int] = {}
         self.partial: dict[Path, bytes] = {}
+        self.done: set[Path] = set()  # files whose Result was read: their worker writes nothing more
         self.ready: deque = deque()
 
     def get(self, timeout: float) -> Any:
@@ -89,7 +90,7 @@ class Spool:
         return self.ready.popleft()
 
     def _scan(self) -> None:
-        for path in sorted(self.folder.glob("*.msgs")):
+        for path in sorted(set(self.folder.glob("*.msgs")) - self.done):
             with path.open("rb") as f:
                 f.seek(self.offsets.get(path, 0))
                 data = f.read()
@@ -99,8 +100,11 @@ class Spool:
                 (size,) = FRAME.unpack_from(buffer)
                 if len(buffer) < FRAME.size + size:
                     break
-                self.ready.append(pickle.loads(buffer[FRAME.size:FRAME.size + size]))
+                message = pickle.loads(buffer[FRAME.size:FRAME.size + size])
+                self.ready.append(message)
                 buffer = buffer[FRAME.size + size:]
+                if message[0] == "result":
+                    self.done.add(path)
             self.partial[path] = buffer
 
     def stop(self) -> None:
@@ -147,7 +151,7 @@ def failure(err: BaseException) -> tuple[str, tuple[str, ...]]:
     cause = getattr(err, "cause", None)  # Ray wraps a task's exception in a RayTaskError
     if not isinstance(cause, BaseException):
         cause = err
-    return f"{type(cause).__name__}: {cause}", tuple(cls.__name__ for cls in type(cause).__mro__)
+    return f"{type(cause).__name__}: {cause}", error_kinds(cause)
 
 
 class RemoteExecutor(Executor):
