@@ -1,8 +1,10 @@
 # Two entry points for a fresh machine: `make quickstart` and `make test`.
-# Each creates .venv and installs ablab (and so torch, pinned in pyproject.toml only).
+# Each creates .venv and installs ablab with the exact versions of constraints.txt (torch 2.13.0, CPU);
+# pyproject.toml states the ranges, so a user's own torch is never replaced.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP_INSTALL := $(BIN)/pip install --quiet -c constraints.txt
 
 .PHONY: quickstart test clean
 
@@ -11,13 +13,13 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # ablab alone: what the quickstart needs.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e .
 	touch $@
 
-# ablab with the test extra: pytest and the optional mirrors (wandb, mlflow, tensorboard).
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# ablab with the test extra: pytest, import-linter, the optional mirrors and integrations.
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[test]'
 	touch $(VENV)/.installed $@
 
 quickstart: $(VENV)/.installed

@@ -29,11 +29,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ablab import config as config_mod, hardware
+from ablab import config as config_mod
 from ablab.data.tokenizer import train_bpe
 from ablab.evals import TASKS, evaluate_task, load_examples, loglikelihood
-from ablab.evals.scoring import encode_pair
-from ablab.model import GPT
+from ablab.evals.loglik import encode_pair
+from ablab.model.gpt import GPT
+from ablab.train import hardware
 
 TARGET_RATIO = 3.0
 

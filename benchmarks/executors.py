@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ablab import baselines
 from ablab import config as config_mod
-from ablab.ledger import Ledger
-from ablab.study_runner import make_plan, run_study
+from ablab.store.ledger import Ledger
+from ablab.study import baselines
+from ablab.study.runner import make_plan, run_study
 
 MODEL = ("model.d_model=96", "model.n_layers=3", "model.n_heads=4", "model.d_ff=256", "data.seq_len=128",
          "data.batch_size=16", "eval.tokens=8192", "eval.every=50", "train.log_every=10")

@@ -4,7 +4,7 @@
              API, the way training writes: one record_run, one log_metrics transaction per logged
              step, one finish_run. Rows are full size (a real config, provenance and result).
 2. listing   Ledger.runs over those runs: all, filtered by a config value (model.d_model=384), by a
-             stored status (finished) and by a live status (interrupted); then ablab.runs.list_runs
+             stored status (finished) and by a live status (interrupted); then ablab.analysis.runs.list_runs
              (what `ablab runs` calls) and the `ablab runs` command itself less the start-up time of
              `ablab --help`, where they exist. Target: under 0.5 s each.
 3. overhead  The same training (same config, seed and steps) timed as a real Training.run with the
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 from ablab import config as config_mod
-from ablab.ledger import Ledger, Run
-from ablab.provenance import collect
-from ablab.record import content_key, now_iso
+from ablab.store.ledger import Ledger, Run
+from ablab.store.provenance import collect
+from ablab.store.record import content_key, now_iso
 
 D_MODELS = (128, 256, 384, 512)
 TARGET_LIST_S, TARGET_OVERHEAD = 0.5, 0.02
@@ -104,9 +104,9 @@ def listing(lab: Path) -> list[tuple[str, float, int]]:
     found = [(f"Ledger.{m}({', '.join(f'{k}={v!r}' for k, v in kw.items())})", *best_of(query(m, **kw)))
              for m in methods for kw in filters]
     try:
-        from ablab.runs import list_runs, render
+        from ablab.analysis.runs import list_runs, render
     except ImportError:
-        return found + [("ablab.runs.list_runs (not written yet)", float("nan"), 0)]
+        return found + [("ablab.analysis.runs.list_runs (not written yet)", float("nan"), 0)]
     found.append(("list_runs() rendered as json", *best_of(lambda: json.loads(render(list_runs(lab), "json")))))
     found.append(("list_runs(where=model.d_model=384)", *best_of(lambda: list_runs(lab, where=["model.d_model=384"]).rows)))
     return found + cli_listing(lab)
@@ -139,8 +139,8 @@ TRACKING_CALLS = ("log_metrics", "log_line", "log_event", "heartbeat", "update_r
 
 def training_times(cfg, lab: Path) -> tuple[float, float, float]:
     """(set-up seconds, run seconds, seconds inside tracking calls) of one real tracked run."""
-    from ablab.record import RunRecord
-    from ablab.train import Training
+    from ablab.store.record import RunRecord
+    from ablab.train.loop import Training
 
     training = Training(cfg)
     started = time.perf_counter()
@@ -174,7 +174,7 @@ def _timed(fn, clock: dict):
 def bare_time(cfg) -> float:
     """The same steps with nothing recorded: train_step, the loop counters its schedule reads, and
     the evaluations the tracked run does (at eval.every and at the end)."""
-    from ablab.train import Training
+    from ablab.train.loop import Training
 
     training = Training(cfg)
     started = time.perf_counter()

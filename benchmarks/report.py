@@ -4,7 +4,7 @@ For each size N (default 1,000 and 10,000) a temporary lab gets N synthetic fini
 through the Ledger write API the way training writes them (record_run, log_metrics with a few
 points, finish_run), full-size rows (a real config and provenance), a tag on every tenth run, a
 benchmark score for every fifth, a dated baseline with its noise floor, a promoted child, and a
-2-arm x 3-seed study over six of the runs. Then it times (best of 3) ablab.report.build_report (with the
+2-arm x 3-seed study over six of the runs. Then it times (best of 3) ablab.report.html.build_report (with the
 study's loss-curve plot) and write_research_report. Target: the HTML report for 1,000 runs under 30 s.
 
 Run: .venv/bin/python benchmarks/report.py [--runs 1000 10000] [--points 5]
@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from ablab import config as config_mod
-from ablab.ledger import Ledger, Run
-from ablab.provenance import collect
-from ablab.record import content_key, now_iso
-from ablab.report import build_report, write_research_report
+from ablab.report.html import build_report, write_research_report
+from ablab.store.ledger import Ledger, Run
+from ablab.store.provenance import collect
+from ablab.store.record import content_key, now_iso
 
 D_MODELS = (128, 256, 384, 512)
 TARGET_S = 30.0  # DESIGN.md: report for 1,000 runs under 30 s

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablab.config import ModelConfig, OptimConfig
-from ablab.hardware import keep_freed_memory, measured_peak_flops
-from ablab.model import GPT
-from ablab.optim import build_optimizer
+from ablab.model.gpt import GPT
+from ablab.model.optim import build_optimizer
+from ablab.train.hardware import keep_freed_memory, measured_peak_flops
 
 SIZES = {"small": (256, 4, 4, 1024), "medium": (384, 6, 8, 1536)}
 SEQ_LEN = 256

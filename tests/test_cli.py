@@ -4,7 +4,8 @@ import re
 import pytest
 import typer.main
 
-from ablab.cli import app
+from ablab.cli.main import app
+
 from conftest import TINY, run_cli
 
 

@@ -18,8 +18,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import trainers
 
 from ablab.config import DataConfig
-from ablab.data import BatchSampler, cache_dir, load_corpus, load_tokenizer, prepare_data, val_batches
+from ablab.data import BatchSampler, cache_dir, load_corpus, load_tokenizer, prepare_data
 from ablab.data import tokens as tokens_module
+from ablab.data import val_batches
 from ablab.data.corpora import BUNDLED_DIR, strip_gutenberg
 from ablab.data.registry import CORPORA, CorpusSpec, RemoteFile
 from ablab.data.split import split_corpus

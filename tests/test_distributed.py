@@ -9,8 +9,9 @@ import time
 import pytest
 
 from ablab import config as C
-from ablab.distributed import _worker_args
-from ablab.train import start_run
+from ablab.train.distributed import _worker_args
+from ablab.train.launch import start_run
+
 from conftest import ABLAB, TINY, run_cli
 
 RUN = [*TINY, "train.max_steps=20", "eval.every=10", "train.checkpoint_every=10"]

@@ -11,9 +11,9 @@ import torch
 
 from ablab import config as C
 from ablab.evals import evaluate_task, resolve_task
-from ablab.model import GPT
-from ablab.sampling import load_run_model
-from ablab.train import start_run
+from ablab.model.gpt import GPT
+from ablab.train.launch import start_run
+from ablab.train.sampling import load_run_model
 
 
 def lambada_style_task(folder: Path, stories: Path, count: int = 300) -> Path:

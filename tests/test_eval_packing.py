@@ -10,7 +10,7 @@ from ablab.config import ModelConfig
 from ablab.data.tokenizer import ByteTokenizer
 from ablab.evals import TASKS, load_examples, loglikelihood
 from ablab.evals.packing import choice_loglikelihoods, pack
-from ablab.model import GPT
+from ablab.model.gpt import GPT
 
 
 def random_gpt(seq_len: int, positions: str = "rope") -> GPT:

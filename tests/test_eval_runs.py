@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ablab import baselines, config as C
-from ablab.evals.runner import aggregate, per_budget, task_names
-from ablab.evals.tiers import TaskTiers, TierReport, check
-from ablab.ledger import Ledger
-from ablab.train import start_run
+from ablab import config as C
+from ablab.evals.runner import aggregate, per_budget
+from ablab.evals.specfile import task_names
+from ablab.store.ledger import Ledger
+from ablab.study import baselines
+from ablab.study.tiers import TaskTiers, TierReport, check
+from ablab.train.launch import start_run
+
 from conftest import TINY, run_cli
 
 BYTE = [*TINY, "data.tokenizer=byte", "eval.every=0"]
@@ -190,7 +193,7 @@ def test_correlate_gives_the_task_and_loss_matrix_and_a_heatmap(tmp_path, shared
     import numpy as np
     from scipy import stats as sps
 
-    from ablab.analysis import benchmark_columns, correlations
+    from ablab.analysis.crossrun import benchmark_columns, correlations
 
     for steps in (2, 6, 12, 20):
         run = start_run(C.load(None, [*BYTE, f"train.max_steps={steps}", "eval.tasks=piqa,lambada",

@@ -15,8 +15,8 @@ from ablab.config import ModelConfig, OptimConfig
 from ablab.data.tokenizer import CharTokenizer
 from ablab.errors import UserError
 from ablab.evals import TASKS, TaskSpec, evaluate_task, fewshot_contexts, load_examples, loglikelihood
-from ablab.model import GPT
-from ablab.optim import build_optimizer
+from ablab.model.gpt import GPT
+from ablab.model.optim import build_optimizer
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz :?\n"
 

@@ -16,7 +16,8 @@ from ablab.errors import DataError, UserError
 from ablab.evals import (TASKS, bootstrap_stderr, evaluate_task, exact_match, generate_until, generation_metrics,
                          load_examples, load_spec_file, normalize_answer, resolve_task, token_f1)
 from ablab.evals.scoring import mean_stderr
-from ablab.optim import build_optimizer
+from ablab.model.optim import build_optimizer
+
 from test_evals import ALPHABET, NAMES, tiny_gpt
 
 # --- SQuAD ----------------------------------------------------------------------------------------

@@ -8,14 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablab import baselines, executors, study_runner
 from ablab import config as C
 from ablab.errors import UserError
-from ablab.executors_pool import WRITES
-from ablab.ledger import Ledger
-from ablab.study_runner import make_plan, run_study
+from ablab.executors import base as executors
+from ablab.store.ledger import Ledger
+from ablab.study import baselines
+from ablab.study import runner as study_runner
+from ablab.study.runner import make_plan, run_study
+
 from conftest import TINY, run_cli
 from test_study import write_study
+
+WRITES = Ledger.RUN_WRITES  # what a worker sends the driver (ablab.store.proxy)
 
 BASE = "tiny@2026-11-01"
 
@@ -211,7 +215,7 @@ def test_the_command_refuses_a_bad_executor_choice_in_one_sentence_before_probin
 
 
 def test_a_ladder_trains_its_rungs_on_an_executor(tmp_path, one_thread):
-    from ablab.ladder import parse_sizes, plan_ladder, run_ladder
+    from ablab.study.ladder import parse_sizes, plan_ladder, run_ladder
 
     lab = make_lab(tmp_path)
     ladder = plan_ladder(lab, BASE, parse_sizes("32x1,48x1"), None, [16384], [0])

@@ -9,8 +9,9 @@ transformers = pytest.importorskip("transformers")
 from ablab.config import ModelConfig  # noqa: E402
 from ablab.data.tokenizer import ByteTokenizer, CharTokenizer, train_bpe  # noqa: E402
 from ablab.errors import UserError  # noqa: E402
-from ablab.export_hf import export_hf, export_run, llama_incompatibility  # noqa: E402
-from ablab.model import GPT  # noqa: E402
+from ablab.model.gpt import GPT  # noqa: E402
+from ablab.train.export_hf import export_hf, export_run, llama_incompatibility  # noqa: E402
+
 from conftest import TINY, run_cli  # noqa: E402
 
 SEQ_LEN = 32
@@ -117,7 +118,7 @@ def test_export_run_of_a_trained_run(tmp_path):
     provenance = json.loads((tmp_path / "hf" / "ablab_export.json").read_text())
     assert provenance["run_id"] == run_id and provenance["step"] == 10 and provenance["tokenizer"] == "byte"
 
-    from ablab.sampling import load_run_model
+    from ablab.train.sampling import load_run_model
 
     model, tokenizer, _ = load_run_model(lab, run_id)
     assert_same_logits(model, tmp_path / "hf", tokenizer.vocab_size)

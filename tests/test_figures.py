@@ -10,9 +10,9 @@ from matplotlib.collections import PolyCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.image import imread
 
-from ablab import figures
 from ablab.errors import UserError
-from ablab.figures import Series
+from ablab.report import figures
+from ablab.report.figures import Series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,7 @@ from ablab.data.tokenizer import ByteTokenizer  # noqa: E402
 from ablab.errors import UserError  # noqa: E402
 from ablab.evals import TASKS, evaluate_task  # noqa: E402
 from ablab.evals.harness import AblabLM, cut_at_stop, harness_yaml_for_local, run_harness  # noqa: E402
-from ablab.model import GPT  # noqa: E402
+from ablab.model.gpt import GPT  # noqa: E402
 
 N_DOCS = 40
 
@@ -204,7 +204,8 @@ def test_a_task_whose_dataset_is_on_the_hub_says_to_use_local_files(tmp_path, mo
 
 def test_ablab_eval_harness_runs_a_local_task_yaml_on_a_run(shared_data, tmp_path):
     from ablab import config as C
-    from ablab.train import start_run
+    from ablab.train.launch import start_run
+
     from conftest import TINY, run_cli
 
     outcome = start_run(C.load(None, [*TINY, "data.tokenizer=byte", "train.max_steps=3", "eval.every=0"]), tmp_path)

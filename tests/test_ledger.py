@@ -7,9 +7,11 @@ import this module, and must not pay for importing torch.
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import sqlite3
 import subprocess
+import sys
 import tarfile
 import time
 from dataclasses import asdict
@@ -17,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from ablab.archive import export_lab, import_runs
 from ablab.errors import UserError
-from ablab.ledger import SCHEMA_VERSION, Ledger, Run, ledger_path
-from ablab.ledger_schema import SCHEMA_V1
-from ablab.record import now_iso, runs_root
+from ablab.store import proxy
+from ablab.store.archive import export_lab, import_runs
+from ablab.store.ledger import Ledger, Run, ledger_path
+from ablab.store.record import now_iso, runs_root
+from ablab.store.schema import SCHEMA_V1, SCHEMA_VERSION
+
 from conftest import ABLAB, TINY, run_cli
 
 
@@ -31,7 +35,7 @@ def tiny(*extra: str):
 
 
 def train(lab: Path, *extra: str, progress=None, force: bool = False):
-    from ablab.train import start_run
+    from ablab.train.launch import start_run
     return start_run(tiny(*extra), lab, progress, force=force)
 
 
@@ -53,7 +57,7 @@ def runs_json(lab: Path) -> str:
     """`ablab runs --format json` of `lab`, in this process."""
     from typer.testing import CliRunner
 
-    from ablab.cli import app
+    from ablab.cli.main import app
     result = CliRunner().invoke(app, ["runs", "--format", "json", "--lab", str(lab)])
     assert result.exit_code == 0, result.output
     return result.output
@@ -308,7 +312,7 @@ def test_kill_9_leaves_an_intact_ledger_with_an_interrupted_run_that_resumes(tmp
 
 # -- gc -------------------------------------------------------------------------------------------
 def test_gc_keeps_the_newest_intact_checkpoint_of_finished_runs_only(tmp_path):
-    from ablab.prune import prune_checkpoints
+    from ablab.store.prune import prune_checkpoints
 
     cfg = ["train.checkpoint_every=5", "train.keep_checkpoints=10", "eval.every=0"]
     done = train(tmp_path, *cfg, "train.max_steps=20")
@@ -385,3 +389,29 @@ def test_the_same_config_twice_reuses_the_finished_run_and_force_trains_anew(tmp
     forced = train(tmp_path, "train.max_steps=3", "eval.every=0", force=True)
     assert not forced.reused and forced.run_id != first.run_id
     assert Ledger(tmp_path).row_counts()["runs"] == 2
+
+
+def test_a_worker_writes_only_through_its_proxy_and_the_driver_applies_it(tmp_path):
+    """The one write path for workers: a LedgerProxy turns run writes into messages, the driver's
+    apply puts them in the ledger, anything else is refused, and a worker process cannot open it."""
+    channel: queue.Queue = queue.Queue()
+    worker_side = proxy.LedgerProxy(channel, key=7)
+    run = Run(id="w0rker01", name="w", status="running", created_at=now_iso(), finished_at=None, config_hash="h",
+              seed=0, data_fingerprint=None, code_version=None, content_key=None, config={}, provenance={}, result={})
+    worker_side.record_run(run)
+    worker_side.log_metrics("w0rker01", [{"step": 0, "train_loss": 2.0}])
+    with pytest.raises(AttributeError, match="only write the ledger through the driver"):
+        worker_side.add_note("w0rker01", "not a run write", "t")
+    with Ledger(tmp_path) as ledger:
+        while not channel.empty():
+            kind, key, method, args = channel.get()
+            assert (kind, key) == ("ledger", 7)
+            proxy.apply(ledger, method, args)
+        assert ledger.run("w0rker01").pid == os.getpid() and ledger.metrics("w0rker01")[0]["train_loss"] == 2.0
+        with pytest.raises(ValueError, match="not a run write"):
+            proxy.apply(ledger, "add_tag", ("w0rker01", "x"))
+    probe = ("import sys; from pathlib import Path; from ablab.store import proxy; from ablab.store.ledger import Ledger\n"
+             f"proxy.become_worker()\ntry:\n    Ledger(Path({str(tmp_path)!r}))\nexcept RuntimeError as err:\n"
+             "    print(err)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "A worker process tried to open the ledger" in result.stdout, result.stderr

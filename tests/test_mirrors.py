@@ -4,10 +4,12 @@ import pytest
 
 from ablab import config as C
 from ablab.errors import UserError
-from ablab.ledger import Ledger
-from ablab.mirrors import make_mirrors
-from ablab.record import RunRecord
-from ablab.train import start_run
+from ablab.store.ledger import Ledger
+from ablab.store.record import RunRecord
+from ablab.train import mirrors
+from ablab.train.launch import start_run
+from ablab.train.mirrors import make_mirrors
+
 from conftest import TINY
 
 
@@ -44,8 +46,8 @@ class BrokenMirror:
 
 
 def test_a_failing_mirror_is_switched_off_and_the_run_finishes(tmp_path, monkeypatch):
-    monkeypatch.setitem(__import__("ablab.mirrors").mirrors.MIRRORS, "broken", BrokenMirror)
-    monkeypatch.setitem(__import__("ablab.mirrors").mirrors.PACKAGES, "broken", "json")
+    monkeypatch.setitem(mirrors.MIRRORS, "broken", BrokenMirror)
+    monkeypatch.setitem(mirrors.PACKAGES, "broken", "json")
     outcome = tiny_run(tmp_path, log_to=["broken"])
     assert outcome.status == "finished"
     events = RunRecord.open(tmp_path, outcome.run_id).events()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ablab.config import ModelConfig
-from ablab.model import GPT
+from ablab.model.gpt import GPT
 
 V, T = 50, 16
 

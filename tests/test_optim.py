@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ablab.config import ModelConfig, OptimConfig, ScheduleConfig
-from ablab.model import GPT
-from ablab.optim import build_optimizer, lr_factor, orthogonalize, set_lr
+from ablab.model.gpt import GPT
+from ablab.model.optim import build_optimizer, lr_factor, orthogonalize, set_lr
 
 
 def test_newton_schulz_orthogonalises_any_shape():

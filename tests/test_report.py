@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,17 @@ import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from ablab import baselines
 from ablab import config as C
-from ablab.cli_report import report_app
+from ablab.analysis.verdicts import analyze
+from ablab.cli.report import report_app
 from ablab.errors import UserError
-from ablab.ledger import Ledger, Run
-from ablab.record import now_iso
-from ablab.report import build_report, lineage, write_research_report
-from ablab.study_runner import analyze, make_plan, run_study
-from ablab.train import start_run
+from ablab.report.html import build_report, lineage, write_research_report
+from ablab.store.ledger import Ledger, Run
+from ablab.store.record import now_iso
+from ablab.study import baselines, runner
+from ablab.study.runner import make_plan, run_study
+from ablab.train.launch import start_run
+
 from conftest import TINY
 
 BASE = "tiny@2026-11-01"
@@ -59,7 +62,7 @@ def lab(tmp_path_factory) -> Path:
     (lab / "ablab.toml").write_text('[lab]\nname = "tiny <lab>"\n')
     cfg = C.load(None, [*TINY, "train.max_steps=10", "train.max_tokens=0", "train.max_seconds=0", "eval.every=5"])
     baselines.create(lab, baselines.Baseline("tiny", "2026-11-01", cfg, [0, 1]))
-    baselines.run_seeds(lab, BASE, say=lambda s: None)
+    runner.run_baseline(lab, BASE, say=lambda s: None)
     (lab / "studies").mkdir()
     (lab / "studies" / "lr.toml").write_text(STUDY)
     plan = make_plan(lab, lab / "studies" / "lr.toml", probe=False)
@@ -234,3 +237,15 @@ th.click();document.body.dataset.asc=order();th.click();document.body.dataset.de
         assert sorted(order) == sorted(loss) and order[-1] == "f00dfa11"  # blank val_loss last both ways
         values = [loss[run_id] for run_id in order[:-1]]
         assert values == sorted(values, reverse=reverse)
+
+
+def test_ablab_report_on_a_lab_never_imports_torch(lab, tmp_path):
+    """The whole `ablab report` command (ledger, sheets' verdicts, figures, HTML) runs without torch."""
+    probe = ("import sys\nfrom ablab.cli.main import main\n"
+             f"sys.argv = ['ablab', 'report', '--lab', {str(lab)!r}, '--out', {str(tmp_path)!r}]\n"
+             "try:\n    main()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
+             "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "index.html").exists()
+    assert result.stdout.strip().splitlines()[-1] == "no torch"

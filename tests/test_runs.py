@@ -6,11 +6,12 @@ import re
 import pytest
 
 from ablab import config as C
-from ablab import runs
+from ablab.analysis import runs
 from ablab.errors import UserError
-from ablab.ledger import Ledger
-from ablab.plots import plot_curves
-from ablab.train import start_run
+from ablab.report.plots import plot_curves
+from ablab.store.ledger import Ledger
+from ablab.train.launch import start_run
+
 from conftest import TINY, run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

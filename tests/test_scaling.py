@@ -1,4 +1,4 @@
-"""ablab.scaling against known truth: synthetic points from laws with known parameters, hand-computed
+"""ablab.analysis.scaling against known truth: synthetic points from laws with known parameters, hand-computed
 compute conventions and training curves with analytic answers."""
 
 import json
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ablab import scaling
+from ablab.analysis import scaling
 from ablab.errors import UserError
 
 # Chinchilla's published fit (Hoffmann et al. 2022), used as the truth the fits must recover.

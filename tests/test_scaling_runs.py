@@ -8,10 +8,13 @@ import csv
 import numpy as np
 import pytest
 
-from ablab import baselines, config as C, runs
-from ablab.ledger import Ledger
-from ablab.scaling_data import Points, frontier
-from ablab.train import start_run
+from ablab import config as C
+from ablab.analysis import runs
+from ablab.analysis.scaling_data import Points, frontier
+from ablab.store.ledger import Ledger
+from ablab.study import baselines
+from ablab.train.launch import start_run
+
 from conftest import TINY, run_cli
 
 BYTE = [*TINY, "data.tokenizer=byte", "eval.every=0"]
@@ -92,8 +95,8 @@ def test_a_ladder_runs_its_grid_once_and_stores_what_it_can_fit(tmp_path):
 
 
 def test_dynamics_of_a_run_fit_the_curve_and_show_benchmarks_over_training(tmp_path, shared_data):
-    from ablab.analysis import dynamics
-    from ablab.scaling import tokens_to_fraction
+    from ablab.analysis.crossrun import dynamics
+    from ablab.analysis.scaling import tokens_to_fraction
 
     outcome = start_run(C.load(None, [*TINY, "data.tokenizer=byte", "train.max_steps=60", "eval.every=6",
                                       "eval.tasks=lambada", "eval.tasks_every=30", "eval.tasks_limit=16"]), tmp_path)

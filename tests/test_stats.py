@@ -1,4 +1,4 @@
-"""ablab.stats against hand-computed values, SciPy's own results and simulation."""
+"""ablab.analysis.stats against hand-computed values, SciPy's own results and simulation."""
 
 import math
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ablab import stats
+from ablab.analysis import stats
 
 # A textbook sample: mean 5, sum of squared deviations 32, so std (ddof=1) = sqrt(32 / 7).
 SAMPLE = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from ablab import baselines
 from ablab import config as C
+from ablab.analysis.verdicts import analyze
 from ablab.errors import UserError
-from ablab.ledger import Ledger
-from ablab.sheets import write_sheet
-from ablab.study import parse
-from ablab.study_runner import analyze, make_plan, run_study
+from ablab.report.sheets import write_sheet
+from ablab.store.ledger import Ledger
+from ablab.study import baselines, runner
+from ablab.study.runner import make_plan, run_study
+from ablab.study.spec import parse
+
 from conftest import TINY, run_cli
 
 BASE = "tiny@2026-11-01"
@@ -171,6 +173,14 @@ def test_sheet_log_and_conclusion(lab):
     sheet = (lab / "reports" / "studies" / "sheet.md").read_text()
     assert "## 10. Decision\n\nkeep 0.02" in sheet
     assert "| sheet |" in (lab / "reports" / "LOG.md").read_text()
+    editor = lab / "editor.sh"  # no options: the sections are written in $EDITOR
+    editor.write_text('#!/bin/sh\nsed -i "s/## follow_up/## follow_up\\nlonger runs/" "$1"\n')
+    editor.chmod(0o755)
+    result = run_cli("study", "conclude", "sheet", "--lab", str(lab), cwd=lab,
+                     env={**os.environ, "EDITOR": str(editor), "VISUAL": ""})
+    assert result.returncode == 0, result.stderr
+    sheet = (lab / "reports" / "studies" / "sheet.md").read_text()
+    assert "longer runs" in sheet and "keep 0.02" in sheet  # the new part added, the earlier one kept
 
 
 def test_promotion_adds_the_arm_diff_and_keeps_old_studies(lab):
@@ -191,7 +201,7 @@ def test_promotion_adds_the_arm_diff_and_keeps_old_studies(lab):
 def test_baseline_run_measures_the_noise_floor(tmp_path):
     cfg = C.load(None, [*TINY, "train.max_steps=15", "eval.every=0"])
     baselines.create(tmp_path, baselines.Baseline("nf", "2026-11-01", cfg, [0, 1]))
-    floor = baselines.run_seeds(tmp_path, "nf@2026-11-01", say=lambda s: None)
+    floor = runner.run_baseline(tmp_path, "nf@2026-11-01", say=lambda s: None)
     stored = baselines.listing(tmp_path)[0]["noise_floor"]
     assert floor["val_loss"] > 0 and stored["val_loss"] == pytest.approx(floor["val_loss"])
 

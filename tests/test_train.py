@@ -5,11 +5,12 @@ import time
 
 import pytest
 
-from ablab import checkpoint
 from ablab import config as C
 from ablab.errors import CheckpointError
-from ablab.record import RunRecord
-from ablab.train import resume_run, start_run
+from ablab.store import checkpoint
+from ablab.store.record import RunRecord
+from ablab.train.launch import resume_run, start_run
+
 from conftest import ABLAB, TINY, run_cli
 
 

@@ -1,3 +1,3 @@
-from ablab.cli import main
+from ablab.cli.main import main
 
 main()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomlkit
+
 from ablab.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -385,18 +387,23 @@ def _divisor_near(n: int, target: int) -> int:
 
 def save_toml(cfg: Config) -> str:
     """The config as TOML text, one table per section (for `ablab init` and baselines)."""
-    lines = [f"name = {json.dumps(cfg.name)}", f"seed = {cfg.seed}", ""]
-    for section in SECTION_TYPES:
-        lines.append(f"[{section}]")
-        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
+    return dump_toml(to_dict(cfg))
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
+def dump_toml(values: dict[str, Any], template: str = "", header: str = "") -> str:
+    """Nested `values` as TOML text, set into `template` (TOML text whose comments and layout are
+    kept) below `header` (comment lines). The one TOML writer: tomlkit quotes every value, so a
+    name holding quotes or backslashes still gives valid TOML, as hand-formatted text did not."""
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    doc = tomlkit.parse(comment + template)
+    _set_tables(doc, values)
+    return tomlkit.dumps(doc)
+
+
+def _set_tables(table: Any, values: dict[str, Any]) -> None:
+    # Into a table the template already has, so its comments survive; a new one is appended.
+    for key, value in values.items():
+        if isinstance(value, dict) and key in table:
+            _set_tables(table[key], value)
+        else:
+            table[key] = value

@@ -6,14 +6,16 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ablab.config import dump_toml
 from ablab.errors import UserError
 
 LAB_FILE = "ablab.toml"
 
+# init_lab fills in [lab] name with dump_toml, which keeps these comments and quotes the name.
 LAB_TEMPLATE = """\
 # ablab lab settings. Runs, checkpoints and the ledger live in .ablab/ beside this file.
 [lab]
-name = "{name}"
+name = ""
 
 [log]
 # Mirrors that get a copy of every run's config and metrics: "wandb", "mlflow", "tensorboard"
@@ -80,7 +82,8 @@ def init_lab(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     lab_file = folder / LAB_FILE
     if not lab_file.exists():
-        lab_file.write_text(LAB_TEMPLATE.format(name=folder.resolve().name), encoding="utf-8")
+        text = dump_toml({"lab": {"name": folder.resolve().name}}, LAB_TEMPLATE)
+        lab_file.write_text(text, encoding="utf-8")
         created.append(lab_file)
     for sub in ("baselines", "studies", "reports", ".ablab/runs"):
         path = folder / sub

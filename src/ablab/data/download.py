@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from ablab.errors import DataError
 from ablab.data.registry import CorpusSpec, RemoteFile
+from ablab.errors import DataError
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60

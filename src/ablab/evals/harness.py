@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ablab.data import Tokenizer
 from ablab.errors import UserError
-from ablab.evals.scoring import loglikelihood
+from ablab.evals.loglik import loglikelihood
 
 try:  # the base class only; without the harness this module still imports and run_harness says how to get it
     from lm_eval.api.model import LM as _HarnessLM

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ablab.data import Tokenizer
-from ablab.evals.scoring import summed_logprobs
+from ablab.evals.loglik import encode_pair, loglikelihood, summed_logprobs
 
 
 @dataclass
@@ -80,8 +80,6 @@ def choice_loglikelihoods(model: torch.nn.Module, tokenizer: Tokenizer, groups: 
                           batch_size: int = 16) -> list[list[tuple[float, bool]]]:
     """Per (context, continuations) group, (log P(continuation | context), greedy) of each
     continuation: packed rows where they fit the model's seq_len, per-choice windows otherwise."""
-    from ablab.evals.scoring import encode_pair, loglikelihood
-
     results: list[list[tuple[float, bool]] | None] = [None] * len(groups)
     packed: list[tuple[int, PackedRow]] = []
     unpacked: list[int] = []

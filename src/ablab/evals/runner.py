@@ -1,62 +1,25 @@
-"""Benchmarks on runs: evaluate a model on named tasks, store the results with the run, and the
-numbers that make scores comparable across tasks and runs.
+"""Benchmarks on a model: named tasks and suites, a model evaluated on them, the rows a run stores,
+and the numbers that make scores comparable across tasks and runs; evaluation during training.
 
-    report = evaluate_run(lab, "3f2a9c1d", task_names("piqa,arc_easy"), limit=500)
-    report.aggregate["centered"], report.per_hour, report.per_million_params
+    results, unmeasured = evaluate_model(model, tokenizer, resolve_tasks(task_names("piqa,arc_easy")))
+    aggregate(results)["centered"]
 
-Every result is stored twice, like every metric: in the run directory (`evals.jsonl`, so the run
-stays self-describing and travels with `ablab export`) and in the ledger (`eval_results`), keyed by
-the step evaluated, the task's version and the settings (few-shot, example limit, seed).
+Scoring a stored run (loading its checkpoint, storing the results with it) is ablab.train.evaluate.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ablab.data import Tokenizer
-from ablab.errors import UserError
 from ablab.evals.scoring import TaskNotEncodable, TaskResult, encodable, evaluate_task
-from ablab.evals.tasks import TaskSpec
-
-# Named groups of tasks, for --tasks and eval.tasks. `plan` is the research plan's suite, with its
-# categories mapped to real datasets (docs/benchmarks.md): sentence completion -> hellaswag,
-# simple QA -> arc_easy, word association -> lambada, reading comprehension -> squad.
-SUITES = {
-    "plan": ("hellaswag", "piqa", "siqa", "lambada", "arc_easy", "squad", "arithmetic"),
-    "choice": ("hellaswag", "piqa", "siqa", "arc_easy"),  # multiple choice only: fast, log-likelihood
-}
-PLAN_CATEGORIES = {
-    "sentence completion": "hellaswag", "simple QA": "arc_easy", "word association": "lambada",
-    "reading comprehension": "squad", "simple arithmetic": "arithmetic",
-}
+from ablab.evals.specfile import resolve_tasks, task_names
+from ablab.evals.tasks import TaskSpec, load_examples
 
 ProgressFn = Callable[[str, TaskResult], None]
-
-
-def task_names(text: str | list[str]) -> list[str]:
-    """Task names from a comma-separated list (or a list), suites expanded, repeats dropped."""
-    parts = text.split(",") if isinstance(text, str) else list(text)
-    names: list[str] = []
-    for part in (p.strip() for p in parts):
-        for name in SUITES.get(part, (part,)) if part else ():
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def resolve_tasks(names: list[str]) -> list[TaskSpec]:
-    """The task specs, every name checked before any model runs (registered names and .toml spec files)."""
-    from ablab.evals import resolve_task
-
-    if not names:
-        raise UserError("No benchmark tasks named; give e.g. --tasks piqa,arc_easy, or a suite: "
-                        f"{', '.join(SUITES)}.")
-    return [resolve_task(name) for name in names]
 
 
 def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, specs: list[TaskSpec], limit: int | None = None,
@@ -104,64 +67,11 @@ def per_budget(score: float, train_seconds: float | None, params: int | None) ->
     return per_hour, per_million
 
 
-@dataclass
-class EvalReport:
-    run_id: str
-    step: int
-    results: list[TaskResult]
-    limit: int | None
-    params: int | None = None
-    train_seconds: float | None = None
-    aggregate: dict = field(default_factory=dict)
-    per_hour: float | None = None
-    per_million_params: float | None = None
-    unmeasured: dict[str, str] = field(default_factory=dict)  # task -> why it gave no score
-
-    def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "step": self.step, "limit": self.limit, "params": self.params,
-                "unmeasured": self.unmeasured,
-                "train_seconds": self.train_seconds, "aggregate": self.aggregate, "per_hour": self.per_hour,
-                "per_million_params": self.per_million_params, "tasks": [r.to_dict() for r in self.results]}
-
-
-def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = None, num_fewshot: int = 0,
-                 seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None) -> EvalReport:
-    """Evaluate a run's newest intact checkpoint on the named tasks and store the results with the
-    run; an error when the model's tokenizer can read none of them."""
-    report = evaluate_specs(lab, run_id, resolve_tasks(names), limit, num_fewshot, seed, batch_size, progress)
-    if not report.results:
-        raise TaskNotEncodable(" ".join(report.unmeasured.values()))
-    return report
-
-
-def evaluate_specs(lab: Path, run_id: str, specs: list[TaskSpec], limit: int | None = None, num_fewshot: int = 0,
-                   seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None) -> EvalReport:
-    """evaluate_run for resolved task specs; tasks the tokenizer cannot read are in report.unmeasured."""
-    from ablab import hardware
-    from ablab.record import RunRecord, now_iso
-    from ablab.sampling import load_run_model
-
-    hardware.keep_freed_memory()  # batched scoring reuses large buffers: 1.4x faster on CPU (benchmarks/eval_speed.py)
-    record = RunRecord.open(lab, run_id)
-    model, tokenizer, step = load_run_model(lab, record.run_id)
-    model.to(hardware.pick_device("auto"))  # the GPU when there is one
-    results, unmeasured = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
-    record.log_evals(eval_rows(record.run_id, step, results, limit, now_iso()))
-    run = record.result()
-    report = EvalReport(record.run_id, step, results, limit, run.get("params"), run.get("train_seconds"),
-                        aggregate(results), unmeasured=unmeasured)
-    report.per_hour, report.per_million_params = per_budget(report.aggregate["centered"], report.train_seconds,
-                                                            report.params)
-    return report
-
-
 class TrainingBenchmarks:
     """The benchmarks a run evaluates while it trains (eval.tasks every eval.tasks_every steps and at
     the end), for training-dynamics curves. Tasks and their data are checked when the run starts."""
 
     def __init__(self, tasks: str, limit: int, num_fewshot: int, tokenizer: Tokenizer | None = None):
-        from ablab.evals.tasks import load_examples
-
         self.specs = resolve_tasks(task_names(tasks))
         for spec in self.specs:  # missing data or text the model cannot read fails now, not hours later
             examples = load_examples(spec)

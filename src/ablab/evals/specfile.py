@@ -250,3 +250,35 @@ def resolve_task(name: str) -> TaskSpec:
     if name in TASKS or not name.endswith(".toml"):
         return TASKS[name]
     return load_spec_file(name)
+
+
+# Named groups of tasks, for --tasks and eval.tasks. `plan` is the research plan's suite, with its
+# categories mapped to real datasets (docs/benchmarks.md): sentence completion -> hellaswag,
+# simple QA -> arc_easy, word association -> lambada, reading comprehension -> squad.
+SUITES = {
+    "plan": ("hellaswag", "piqa", "siqa", "lambada", "arc_easy", "squad", "arithmetic"),
+    "choice": ("hellaswag", "piqa", "siqa", "arc_easy"),  # multiple choice only: fast, log-likelihood
+}
+PLAN_CATEGORIES = {
+    "sentence completion": "hellaswag", "simple QA": "arc_easy", "word association": "lambada",
+    "reading comprehension": "squad", "simple arithmetic": "arithmetic",
+}
+
+
+def task_names(text: str | list[str]) -> list[str]:
+    """Task names from a comma-separated list (or a list), suites expanded, repeats dropped."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    names: list[str] = []
+    for part in (p.strip() for p in parts):
+        for name in SUITES.get(part, (part,)) if part else ():
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def resolve_tasks(names: list[str]) -> list[TaskSpec]:
+    """The task specs, every name checked before any model runs (registered names and .toml spec files)."""
+    if not names:
+        raise UserError("No benchmark tasks named; give e.g. --tasks piqa,arc_easy, or a suite: "
+                        f"{', '.join(SUITES)}.")
+    return [resolve_task(name) for name in names]

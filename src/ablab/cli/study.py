@@ -1,0 +1,287 @@
+"""`ablab baseline ...` and `ablab study ...`: parse, call the library, print. Imported by cli only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.table import Table
+
+from ablab import config as config_mod
+from ablab.cli.common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, console, lab_dir,
+                              make_executor, number_list)
+from ablab.errors import UserError
+from ablab.study import baselines
+
+baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                           help="Dated baselines.\n\nExample: `ablab baseline new main -c config.toml --seeds 0,1,2`")
+study_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                        help="Hypothesis-first studies.\n\nExample: `ablab study plan studies/muon-lr.toml`")
+
+
+@baseline_app.command("new")
+def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main."),
+                 overrides: Optional[List[str]] = typer.Argument(None, help="section.key=value overrides."),
+                 config: str = typer.Option(..., "--config", "-c", help="TOML config or preset."),
+                 date: str = typer.Option("", help="YYYY-MM-DD (default: today)."),
+                 seeds: str = typer.Option("0,1,2", help="Seeds every study on it will use."),
+                 lab: Optional[Path] = LabOpt) -> None:
+    """Fix a config on a date as a baseline: writes `baselines/NAME@DATE.toml` and makes it current.
+
+    Example: `ablab baseline new main -c quickstart --seeds 0,1,2`
+    """
+    cfg = config_mod.load(config, list(overrides or []))
+    ref_date = baselines.check_date(date) if date else baselines.today()
+    baselines.parse_ref(f"{name}@{ref_date}")
+    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, number_list(seeds, "seeds", int, "0,1,2")))
+    console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
+
+
+@baseline_app.command("run")
+def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional[Path] = LabOpt) -> None:
+    """Train the baseline at each of its seeds (reusing finished runs) and measure its noise floor.
+
+    Example: `ablab baseline run main@2026-11-21`
+    """
+    from ablab.api import Lab  # here, not at the top: `ablab --help` imports no torch
+
+    floor = Lab(lab_dir(lab)).baseline(ref).run(say=console.print)
+    console.print("seed-noise floor (std over seeds): " +
+                  ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
+
+
+@baseline_app.command("tiers")
+def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
+                   steps: str = typer.Option("100,1000", help="Untrained and trained step counts (the plan's "
+                                                              "100,1000; scale down on a CPU)."),
+                   tasks: str = typer.Option("choice,lambada,arithmetic", "--tasks", "-t", help="Tasks or suites."),
+                   limit: int = typer.Option(200, help="Examples per task (a seeded subset); 0 = all."),
+                   lab: Optional[Path] = LabOpt) -> None:
+    """Three-tier baselines: chance, the baseline after a few steps and after more, at each of its
+    seeds; then checks consistency over seeds (std < 0.02) and trained > untrained > chance per task.
+
+    Example: `ablab baseline tiers cpu@2026-11-21 --steps 20,100 --tasks choice,lambada --limit 200`
+    """
+    from ablab.study.tiers import PLAN_STEPS, run_tiers
+
+    try:
+        pair = tuple(int(s) for s in steps.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2:
+        raise UserError(f"--steps {steps!r} is not two step counts; write e.g. --steps 100,1000.")
+    report = run_tiers(lab_dir(lab), ref, pair, tasks, limit or None, say=console.print)
+    low, high = report.steps
+    if report.scaled_down:
+        console.print(f"tiers at {low} and {high} steps, scaled down from the plan's {PLAN_STEPS[0]} and {PLAN_STEPS[1]}")
+    table = Table("task", "chance", f"{low} steps (mean ± std)", f"{high} steps (mean ± std)", "consistent", "monotone")
+    for t in report.tasks:
+        if t.unmeasurable:
+            table.add_row(t.task, "", "not measurable", t.unmeasurable, "", "")
+            continue
+        table.add_row(t.task, f"{t.chance:.3f}", f"{t.mean(low):.3f} ± {t.std(low):.3f}",
+                      f"{t.mean(high):.3f} ± {t.std(high):.3f}", "no" if t.task in report.inconsistent else "yes",
+                      "no" if t.task in report.not_monotone else "yes")
+    console.print(table)
+    console.print(f"consistency over {len(report.seeds)} seeds: {'holds' if report.consistent else 'FAILS'} on most tasks"
+                  + (f" (violated by {', '.join(report.inconsistent)})" if report.inconsistent else ""), soft_wrap=True)
+    console.print(f"trained > untrained > chance: {'holds' if report.monotone else 'FAILS'} on most tasks"
+                  + (f" (violated by {', '.join(report.not_monotone)})" if report.not_monotone else ""), soft_wrap=True)
+
+
+@baseline_app.command("list")
+def baseline_list(lab: Optional[Path] = LabOpt) -> None:
+    """Every dated baseline, with its seeds, lineage and noise floor; * marks the current one.
+
+    Example: `ablab baseline list`
+    """
+    table = Table("", "baseline", "seeds", "promoted from", "justified by", "noise floor val_loss")
+    for b in baselines.listing(lab_dir(lab)):
+        floor = b.get("noise_floor", {}).get("val_loss")
+        table.add_row("*" if b.get("current") else "", b["ref"], ",".join(map(str, b["seeds"])), b.get("parent") or "",
+                      ", ".join(b.get("justified_by") or []), f"{floor:.3g}" if floor is not None else "not run")
+    console.print(table)
+
+
+@baseline_app.command("show")
+def baseline_show(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional[Path] = LabOpt) -> None:
+    """Print a baseline's file: its seeds, lineage and full config.
+
+    Example: `ablab baseline show main@2026-11-21`
+    """
+    baselines.load(lab_dir(lab), ref)
+    console.print(baselines.baseline_path(lab_dir(lab), ref).read_text(encoding="utf-8"), markup=False)
+
+
+@baseline_app.command("diff")
+def baseline_diff(ref_a: str, ref_b: str, lab: Optional[Path] = LabOpt) -> None:
+    """The config keys that differ between two baselines.
+
+    Example: `ablab baseline diff main@2026-11-01 main@2026-11-21`
+    """
+    a, b = baselines.load(lab_dir(lab), ref_a), baselines.load(lab_dir(lab), ref_b)
+    changes = config_mod.diff(a.config, b.config)
+    for key, old, new in changes:
+        console.print(f"{key}: {old!r} -> {new!r}", markup=False)
+    if not changes:
+        console.print("no config differences")
+
+
+@baseline_app.command("promote")
+def baseline_promote(study: str = typer.Argument(..., help="Study name."),
+                     arm: str = typer.Option(..., "--arm", help="The arm to adopt."),
+                     date: str = typer.Option("", help="Date of the new baseline (default: today)."),
+                     lab: Optional[Path] = LabOpt) -> None:
+    """Make the next dated baseline: the study's baseline plus one arm's changes.
+
+    Example: `ablab baseline promote muon-lr --arm "optim.lr=0.04"`
+    """
+    previous, new, changes = baselines.promote_arm(lab_dir(lab), study, arm, date or None)
+    console.print(f"promoted {new.ref} = {previous.ref} + {changes} (justified by study {study}); it is now current")
+
+
+@study_app.command("new")
+def study_new(name: str = typer.Argument(..., help="Study name."),
+              baseline: str = typer.Option("main@YYYY-MM-DD", help="The dated baseline it runs against."),
+              lab: Optional[Path] = LabOpt) -> None:
+    """Write a commented study template to `studies/NAME.toml`.
+
+    Example: `ablab study new muon-lr --baseline main@2026-11-21`
+    """
+    from ablab.study.spec import template_text
+
+    path = lab_dir(lab) / "studies" / f"{name}.toml"
+    if path.exists():
+        raise UserError(f"{path} already exists; pick another name or edit that file.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(template_text(name, baselines.today(), baseline, path), encoding="utf-8")
+    console.print(f"wrote {path}; fill in the question and hypothesis, then `ablab study plan {path}`")
+
+
+def print_plan(plan) -> None:
+    spec = plan.spec
+    console.print(f"[bold]{spec.name}[/bold]: {spec.question}")
+    console.print(f"prediction: {spec.prediction.metric} ({spec.prediction.read_at}) {spec.prediction.direction}s by "
+                  f">= {spec.prediction.min_effect:g}; baseline {spec.baseline}; axis {spec.axis}, budget "
+                  f"{spec.budget:,g}; seeds {spec.seeds}")
+    table = Table("arm", "changes against the baseline", "steps", "tokens/run", "runs", "est. time", "peak MB")
+    for row in plan.rows:
+        changes = "\n".join(f"{k}: {a!r} -> {b!r}" for k, a, b in row.diff if not k.startswith("train.max_")) or "—"
+        est = f"{row.est_seconds / 60:.1f} min" if row.est_seconds is not None else "?"
+        table.add_row(row.arm.name, changes, f"{row.steps:,}" if row.steps else "time-bound",
+                      f"{row.tokens:,}" if row.tokens else "—", str(row.runs), est,
+                      f"{row.peak_memory_mb:.0f}" if row.peak_memory_mb else "?")
+    console.print(table)
+    frozen = ", ".join(f"{k}={v}" for k, v in plan.frozen.items())
+    console.print(f"frozen: {frozen}", markup=False)
+    total = f"{plan.est_seconds / 60:.1f} min" if plan.est_seconds is not None else "unknown"
+    console.print(f"{plan.total_runs} runs (finished ones are reused), estimated {total} of training")
+
+
+@study_app.command("plan")
+def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
+               probe: bool = typer.Option(True, help="Measure step time and memory with a few real steps."),
+               lab: Optional[Path] = LabOpt) -> None:
+    """Verify a study before it runs: each arm as a diff, the frozen rest, tokens, steps, time, memory.
+
+    Example: `ablab study plan studies/muon-lr.toml`
+    """
+    from ablab.api import Lab
+
+    print_plan(Lab(lab_dir(lab)).study(file).plan(probe=probe))
+
+
+@study_app.command("run")
+def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
+              yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
+              executor: str = ExecutorOpt, workers: Optional[int] = WorkersOpt,
+              address: Optional[str] = AddressOpt, retries: int = RetriesOpt, retry_on: str = RetryOnOpt,
+              lab: Optional[Path] = LabOpt) -> None:
+    """Show the plan, confirm, run every arm over every seed (reusing finished runs), write the sheet.
+
+    Example: `ablab study run studies/muon-lr.toml --yes --executor local --workers 2`
+    """
+    from ablab.api import Lab
+
+    runner = make_executor(executor, workers, retries, retry_on, lab_dir(lab), address)
+    study = Lab(lab_dir(lab)).study(file)
+    plan = study.plan()
+    print_plan(plan)
+    if not yes and not typer.confirm("Run this study?"):
+        raise typer.Exit(1)
+    state = study.run(runner, say=console.print, plan=plan)
+    sheet = study.sheet()
+    _print_verdicts(lab_dir(lab), plan.spec.name)
+    console.print(f"sheet: {sheet}")
+    if state == "interrupted":
+        console.print(f"interrupted; run `ablab study run {file}` again to finish only what is missing")
+        raise typer.Exit(130)
+    if state == "failed":
+        console.print(f"some runs failed (their errors are above and in `ablab runs`); "
+                      f"run `ablab study run {file}` again to retry them")
+        raise typer.Exit(1)
+
+
+def _print_verdicts(lab: Path, name: str) -> None:
+    from ablab.analysis.verdicts import analyze
+
+    _, results, floor = analyze(lab, name)
+    for r in results:
+        if r.verdict is not None:
+            console.print(f"{r.arm}: [bold]{r.verdict.outcome}[/bold] — {r.verdict.rule}")
+
+
+@study_app.command("status")
+def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optional[Path] = LabOpt) -> None:
+    """Progress per arm and seed: run id, status and the prediction's metric.
+
+    Example: `ablab study status muon-lr`
+    """
+    from ablab.analysis.verdicts import cell_values
+
+    record, values = cell_values(lab_dir(lab), name)
+    spec = record["spec"]
+    table = Table("arm", *[f"seed {s}" for s in spec["seeds"]])
+    for arm in spec["arms"]:
+        row = []
+        for seed in spec["seeds"]:
+            run, value = values[(arm, seed)]
+            row.append("missing" if run is None else f"{run.id} {run.status}" + (f" {value:.4f}" if value == value else ""))
+        table.add_row(arm, *row)
+    console.print(table)
+    if spec.get("kind") != "ladder":  # a ladder has no hypothesis, so no verdicts
+        _print_verdicts(lab_dir(lab), name)
+
+
+@study_app.command("conclude")
+def study_conclude(name: str = typer.Argument(..., help="Study name."),
+                   interpretation: str = typer.Option("", help="What actually happened, in your words."),
+                   decision: str = typer.Option("", help="What you adopt going forward."),
+                   follow_up: str = typer.Option("", "--follow-up", help="What remains unclear."),
+                   lab: Optional[Path] = LabOpt) -> None:
+    """Write the researcher's part of the sheet (kept when the sheet is regenerated); $EDITOR without options.
+
+    Example: `ablab study conclude muon-lr --decision "adopt lr 0.04"`
+    """
+    from ablab.api import Lab
+
+    notes = {"interpretation": interpretation, "decision": decision, "follow_up": follow_up}
+    if not any(notes.values()):
+        notes = _edit_in_editor(name)
+    console.print(f"sheet: {Lab(lab_dir(lab)).study(name).conclude(**notes)}")
+
+
+def _edit_in_editor(name: str) -> dict[str, str]:
+    if not (os.environ.get("VISUAL") or os.environ.get("EDITOR")):  # else click would fall back to vi
+        raise UserError("Set $EDITOR, or pass --interpretation, --decision and --follow-up.")
+    sections = ("interpretation", "decision", "follow_up")
+    text = click.edit("".join(f"## {s}\n\n" for s in sections), extension=".md", require_save=False) or ""
+    parts = {}
+    for block in text.split("## ")[1:]:
+        head, _, body = block.partition("\n")
+        if head.strip() in sections:
+            parts[head.strip()] = body.strip()
+    return parts

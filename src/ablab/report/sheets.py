@@ -1,0 +1,178 @@
+"""The study sheet (reports/studies/NAME.md, the experiment-sheet template's sections 0-11) and the
+lab log (reports/LOG.md). Both are regenerated from the ledger at any time; the researcher's own
+words (interpretation, decision, follow-up questions) live in the ledger and are kept."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ablab.analysis import stats
+from ablab.analysis.benchmarks import BenchmarkRow, benchmark_table
+from ablab.analysis.runs import markdown_table
+from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
+from ablab.report.study_figures import study_figures
+from ablab.store.ledger import Ledger
+
+AXIS_NAMES = {"tokens": "Equal tokens seen", "steps": "Equal optimizer steps", "wall_clock": "Equal wall-clock time"}
+RESEARCHER = "_(the researcher's; write it with `ablab study conclude {name}`)_"
+LOG_COLUMNS = ["#", "name", "date", "key change", "final val loss", "best val loss", "train time", "notes"]
+
+
+def _pm(values: list[float], fmt: str = ".4f") -> str:
+    """Mean ± std over the seeds that have a value (a missing or NaN seed is left out)."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    if not present:
+        return "—"
+    s = stats.summarize(present)
+    return f"{s.mean:{fmt}}" if s.n == 1 else f"{s.mean:{fmt}} ± {s.std:{fmt}}"
+
+
+def _final(runs: list, key: str) -> list[float]:
+    return [r.result.get("final", {}).get(key) if r is not None and r.status == "finished" else None for r in runs]
+
+
+def _results_table(spec: dict, cells: dict, memory: bool) -> list[str]:
+    columns = (["config", "step time (s)", "tokens/s", "peak memory (MB)", "final val loss"] if memory else
+               ["config", "final val loss", "final ppl", "tokens/s", "peak memory (MB)", "notes"])
+    rows = []
+    for arm in spec["arms"]:
+        runs = [cells[(arm, s)] for s in spec["seeds"]]
+        done = [r for r in runs if r is not None and r.status == "finished"]
+        notes = f"{len(done)}/{len(runs)} seeds finished"
+        diverged = sum(1 for r in runs if r is not None and r.status == "diverged")
+        notes += f", {diverged} diverged" if diverged else ""
+        speed, memory_mb, val_loss = (_pm(_final(runs, "tokens_per_s"), ".0f"),
+                                      _pm(_final(runs, "peak_memory_mb"), ".0f"), _pm(_final(runs, "val_loss")))
+        if memory:
+            step_time = [r.result["train_seconds"] / r.result["steps"] for r in done if r.result.get("steps")]
+            rows.append([arm, _pm(step_time), speed, memory_mb, val_loss])
+        else:
+            rows.append([arm, val_loss, _pm(_final(runs, "val_ppl"), ".2f"), speed, memory_mb, notes])
+    return markdown_table(columns, rows)
+
+
+def _verdicts(results: list[ArmResult], spec: dict, floor: float) -> list[str]:
+    lines = [f"Prediction: {spec['metric']} ({spec['read_at']}) should {spec['direction']} by at least "
+             f"{spec['min_effect']:g} against the baseline; seed-noise floor of the baseline: "
+             f"{floor:.3g} (std over its seeds).", ""]
+    for r in results:
+        if r.summary is not None and r.summary.n >= 2:
+            lines.append(f"- {r.arm}: {spec['metric']} mean {r.summary.mean:.4f}, std {r.summary.std:.3g}, "
+                         f"95% CI {r.summary.ci_low:.4f} to {r.summary.ci_high:.4f} over {r.summary.n} seeds.")
+    lines.append("")
+    for r in results:
+        if r.arm == BASELINE_ARM:
+            continue
+        if r.verdict is None:
+            lines.append(f"- **{r.arm}**: not enough paired seeds yet for a verdict.")
+            continue
+        c = r.comparison
+        lines.append(f"- **{r.arm}**: **{r.verdict.outcome}**. Difference {c.mean_diff:+.4g} "
+                     f"(95% CI {c.ci_low:+.4g} to {c.ci_high:+.4g}; bootstrap {c.boot_low:+.4g} to "
+                     f"{c.boot_high:+.4g}), paired t-test p = {c.p:.3g} over {c.n} seeds. Rule: {r.verdict.rule}")
+    return lines
+
+
+def write_sheet(lab: Path, name: str) -> Path:
+    """Regenerate reports/studies/NAME.md (and its loss-curve plots) from the ledger."""
+    _, results, floor = analyze(lab, name)  # first: a ladder, which has no sheet, is refused here
+    record, cells = status(lab, name)
+    spec, notes = record["spec"], record.get("data", {}).get("conclusion", {})
+    folder = lab / "reports" / "studies"
+    plots = _plots(folder, name, spec, cells, lab)
+    provenance = next((r.provenance for r in cells.values() if r is not None), {})
+    git = provenance.get("git", {})
+    frozen = spec.get("frozen", {})
+    bench_lines = benchmark_markdown(benchmark_table(lab, spec, cells))
+    lines = [
+        f"# Study: {spec['name']}", "", "## 0. Experiment Meta", "",
+        f"- Experiment name: {spec['name']}", f"- Category: {spec['category']}", f"- Date: {spec['date']}",
+        f"- Baseline: {record['baseline']}",
+        f"- Commit / branch: {git.get('commit') or 'not a git checkout'} / {git.get('branch') or '—'}"
+        f"{' (dirty)' if git.get('dirty') else ''}", f"- Seeds: {', '.join(map(str, spec['seeds']))}", "",
+        "## 1. Objective", "", spec["question"], "",
+        "## 2. Hypothesis", "", f"- Mechanism: {spec['mechanism']}", f"- Prediction: {spec['prediction']}",
+        f"- Falsification: {spec['falsification']}", "",
+        "## 3. Controlled Variables (Frozen)", "", *[f"- {k}: {v}" for k, v in frozen.items()], "",
+        "## 4. Independent Variable(s)", "",
+        *markdown_table(["variable", "values"],
+                        [[key, ", ".join(map(str, values))] for key, values in spec["variables"].items()]), "",
+        "## 5. Experimental Design", "", f"- Budget per run: {spec['budget']:g} ({spec['axis']})",
+        f"- Runs: {len(spec['arms'])} arms x {len(spec['seeds'])} seeds", "- Comparison axis:",
+        *[f"  - {'☑' if axis == spec['axis'] else '☐'} {label}" for axis, label in AXIS_NAMES.items()], "",
+        "## 6. Metrics to Log", "", "Train and val loss vs tokens, perplexity, bits per byte, step time, tokens/s, "
+        "MFU, peak memory, global gradient norm, NaN/divergence events, loss spikes.", "",
+        "## 7. Expected Outcomes", "", spec.get("expected") or "_(none written before running)_", "",
+        "## 8. Results", "", "### Raw Observations", "", *_observations(cells), "",
+        "### Quantitative Summary", "", *_results_table(spec, cells, memory=False), "",
+        *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), ""]
+          if spec["category"] == "memory" else []),
+        *(["### Benchmarks", "", *bench_lines, ""] if bench_lines else []),
+        "### Verdict", "", *_verdicts(results, spec, floor), "", *[f"![{p.stem}]({p.name})" for p in plots], "",
+        "## 9. Interpretation", "", notes.get("interpretation") or RESEARCHER.format(name=name), "",
+        "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "",
+        "## 11. Follow-up Questions", "", notes.get("follow_up") or RESEARCHER.format(name=name), ""]
+    path = folder / f"{name}.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    write_log(lab)
+    return path
+
+
+def _observations(cells: dict) -> list[str]:
+    done = sum(1 for r in cells.values() if r is not None and r.status == "finished")
+    lines = [f"- {done} of {len(cells)} runs finished."]
+    for (arm, seed), run in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        if run is None:
+            continue
+        events = run.result.get("events", 0)
+        if run.status != "finished" or events:
+            lines.append(f"- {arm}, seed {seed} (run {run.id}): {run.status}, {events} events recorded.")
+    return lines
+
+
+def _plots(folder: Path, name: str, spec: dict, cells: dict, lab: Path) -> list[Path]:
+    return study_figures(lab, name, spec, cells, folder)
+
+
+def write_log(lab: Path) -> Path:
+    """reports/LOG.md: one entry per study and a summary table, newest study last."""
+    with Ledger(lab) as ledger:
+        studies = [s for s in ledger.studies() if s["spec"].get("kind") != "ladder"]  # ladders have no hypothesis
+    entries, rows = [], []
+    for i, study in enumerate(studies, 1):
+        record, cells = status(lab, study["name"])
+        spec = record["spec"]
+        runs = [r for r in cells.values() if r is not None and r.status == "finished"]
+        arms = [a for a in spec["arms"] if a != BASELINE_ARM]
+        verdicts = {r.arm: r.verdict.outcome for r in analyze(lab, study["name"])[1] if r.verdict}
+        conclusion = record.get("data", {}).get("conclusion", {})
+        best = [r.result.get("best", {}).get("val_loss") for r in runs]
+        hours = sum(r.result.get("train_seconds", 0) for r in runs) / 3600
+        outcomes = "; ".join(f"{a}: {v}" for a, v in verdicts.items()) or "no verdict yet"
+        rows.append([i, spec["name"], spec["date"], ", ".join(spec["variables"]), _pm(_final(runs, "val_loss")),
+                     _pm(best), f"{hours:.2f} h", outcomes])
+        entries += [f"## {i}. {spec['name']} ({spec['date']})", "", f"- Hypothesis: {spec['prediction']}",
+                    f"- Configuration changes: {', '.join(arms)} against {record['baseline']}",
+                    f"- Results: {outcomes}",
+                    "- Loss curves (mean and band over seeds, by step):",
+                    "", f"  ![{spec['name']} loss by step](studies/{spec['name']}-loss-steps.png)", "",
+                    f"- Observations: {conclusion.get('interpretation') or '_(not written yet)_'}",
+                    f"- Next steps: {conclusion.get('follow_up') or '_(not written yet)_'}", ""]
+    path = lab / "reports" / "LOG.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["# Lab log", "", *markdown_table(LOG_COLUMNS, rows), "", *entries]), encoding="utf-8")
+    return path
+
+
+def benchmark_markdown(rows: list[BenchmarkRow]) -> list[str]:
+    """The sheet's benchmark table: accuracy mean ± std over seeds, and the paired difference."""
+    if not rows:
+        return []
+    table = []
+    for r in rows:
+        s, c = r.summary, r.comparison
+        acc = f"{s.mean:.4f} ± {s.std:.4f}" if s and s.n > 1 else (f"{s.mean:.4f}" if s else "-")
+        diff = f"{c.mean_diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]" if c else "-"
+        table.append([r.task, r.arm, acc, s.n if s else 0, diff, f"{c.p:.3g}" if c else "-"])
+    return markdown_table(["task", "config", "acc (mean ± std)", "seeds", "diff vs baseline (95% CI)", "p"], table)

@@ -1,0 +1,282 @@
+"""Moving runs between labs: `ablab export` writes one archive, `ablab import` reads it back, or
+rebuilds the ledger rows of bare run directories (copied from another machine, or written before the
+lab had a ledger) from the files every run directory holds.
+
+An archive is a .tar.gz holding `ablab-export.json` (the ledger rows of each run: the run, its
+metrics, events, notes and tags, so what exists only in the ledger survives) and the run directories
+under `runs/<id>/`, checkpoints left out unless asked for. Importing is idempotent: a run whose id
+is already in the ledger is skipped, whatever its source. Each run goes in whole: its directory is
+assembled in a hidden folder and renamed into place, then its rows are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import ablab
+from ablab.errors import UserError
+from ablab.store.ledger import Ledger, Run
+from ablab.store.record import content_key, read_jsonl, runs_root
+from ablab.store.schema import SCHEMA_VERSION
+
+MANIFEST = "ablab-export.json"
+FORMAT = "ablab-export"
+FORMAT_VERSION = 1
+RUN_FIELDS = {f.name for f in fields(Run)} - {"tags"}
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    runs: int
+    bytes: int
+    without_directory: list[str] = field(default_factory=list)  # in the ledger, folder gone: rows only
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+
+
+# -- export ---------------------------------------------------------------------------------------
+def export_lab(lab: Path, out: Path | None = None, run_ids: list[str] | None = None,
+               with_checkpoints: bool = False) -> ExportReport:
+    """Write the chosen runs (all when none are named) of `lab` into the archive `out` (default: a
+    dated file in the current directory)."""
+    out = out or Path(f"{lab.name or 'lab'}-{datetime.now():%Y%m%d-%H%M%S}.tar.gz")
+    if out.exists():
+        raise UserError(f"{out} already exists; pass --out with a new file name or remove it first.")
+    with Ledger(lab) as ledger:
+        runs = ledger.runs(ids=[ledger.resolve(r) for r in run_ids]) if run_ids else ledger.runs()
+        if not runs:
+            raise UserError("This lab's ledger holds no runs to export; `ablab import` run directories first.")
+        entries = [{"run": {k: v for k, v in asdict(run).items() if k in RUN_FIELDS}, "tags": run.tags,
+                    "metrics": ledger.metrics(run.id), "events": ledger.events(run.id),
+                    "notes": ledger.notes(run.id)} for run in runs]
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "ledger_schema": SCHEMA_VERSION,
+                "ablab_version": ablab.__version__, "exported_at": datetime.now(timezone.utc).isoformat(),
+                "with_checkpoints": with_checkpoints, "runs": entries}
+    report = ExportReport(out, len(runs), 0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")  # renamed when complete: no half-written archive under `out`
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            _add_bytes(tar, MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+            for run in runs:
+                folder = runs_root(lab) / run.id
+                if not folder.is_dir():
+                    report.without_directory.append(run.id)
+                    continue
+                for path in _run_files(folder, with_checkpoints):
+                    tar.add(path, arcname=f"runs/{run.id}/{path.relative_to(folder).as_posix()}", recursive=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.bytes = out.stat().st_size
+    return report
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _run_files(folder: Path, with_checkpoints: bool) -> list[Path]:
+    """A run directory's regular files; hidden names are temp files of an unfinished write."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if any(p.startswith(".") for p in parts) or (parts[0] == "checkpoints" and not with_checkpoints):
+            continue
+        if path.is_file() and not path.is_symlink():
+            found.append(path)
+    return found
+
+
+# -- import ---------------------------------------------------------------------------------------
+def import_runs(lab: Path, sources: list[Path]) -> ImportReport:
+    """Bring archives and run directories (or folders of run directories) into `lab`."""
+    report = ImportReport()
+    with Ledger(lab) as ledger:
+        for source in sources:
+            if source.is_dir():
+                for folder in _run_folders(source):
+                    _import_directory(ledger, lab, folder, report)
+            elif source.is_file():
+                _import_archive(ledger, lab, source, report)
+            else:
+                raise UserError(f"{source} does not exist; pass an archive written by `ablab export` or a run directory.")
+    return report
+
+
+def _run_folders(source: Path) -> list[Path]:
+    if (source / "config.json").is_file():
+        return [source]
+    # Oldest first, as the source ledger listed them, so the imported rows list in the same order.
+    children = sorted((p for p in source.iterdir() if (p / "config.json").is_file()),
+                      key=lambda p: (str(_read_json(p / "result.json").get("created_at", "")), p.name))
+    if not children:
+        raise UserError(f"{source} is not a run directory (it has no config.json, nor do its subfolders); "
+                        "pass .ablab/runs/<id> folders or an archive written by `ablab export`.")
+    return children
+
+
+def _import_directory(ledger: Ledger, lab: Path, folder: Path, report: ImportReport) -> None:
+    run, metrics, events = run_from_directory(folder)
+    if ledger.has_run(run.id):
+        report.already_present.append(run.id)
+        return
+    target = runs_root(lab) / run.id
+    if not target.exists():  # a folder already there (this lab's own, or an earlier import) is kept
+        tmp = runs_root(lab) / f".import-{run.id}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(".*"))
+        os.replace(tmp, target)
+    ledger.import_run(run, metrics, events, notes=[], tags=[])
+    ledger.record_evals(read_jsonl(target / "evals.jsonl"))
+    report.imported.append(run.id)
+
+
+def run_from_directory(folder: Path) -> tuple[Run, list[dict], list[dict]]:
+    """The ledger rows of a run rebuilt from its files: (run, metric rows, events)."""
+    saved = _read_json(folder / "config.json", required=True)
+    result = _read_json(folder / "result.json")
+    provenance = _read_json(folder / "provenance.json")
+    config, config_hash = saved.get("config"), saved.get("config_hash")
+    if not isinstance(config, dict) or not isinstance(config_hash, str):
+        raise UserError(f"{folder / 'config.json'} lacks its config or config_hash; it was not written by "
+                        "ablab, so import the runs around it without it.")
+    seed = config.get("seed", result.get("seed", 0))
+    data_fingerprint = result.get("data_fingerprint") or provenance.get("data_fingerprint")
+    code_version = provenance.get("code_version")
+    key = content_key(config_hash, seed, data_fingerprint, code_version) if data_fingerprint and code_version else None
+    created = datetime.fromtimestamp((folder / "config.json").stat().st_mtime, timezone.utc)
+    run = Run(id=result.get("run_id") or folder.name, name=result.get("name", config.get("name", "")),
+              status=_imported_status(result.get("status", "interrupted")),
+              created_at=result.get("created_at") or created.isoformat(timespec="seconds"),
+              finished_at=result.get("finished_at"), config_hash=config_hash, seed=seed,
+              data_fingerprint=data_fingerprint, code_version=code_version, content_key=key, config=config,
+              provenance=provenance, result=result, host=(provenance.get("host") or {}).get("name"))
+    metrics = [r for r in read_jsonl(folder / "metrics.jsonl") if isinstance(r.get("step"), int)]
+    events = [e for e in read_jsonl(folder / "events.jsonl") if {"step", "kind", "time"} <= e.keys()]
+    return run, metrics, events
+
+
+def _imported_status(status: str) -> str:
+    # No process of this lab trains an imported run, so one recorded as running was cut off (or is
+    # still going elsewhere, where it goes on without this copy): here it is interrupted, resumable.
+    return "interrupted" if status == "running" else status
+
+
+def _read_json(path: Path, required: bool = False) -> dict:
+    if not path.exists() and not required:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read as JSON ({err}); restore it from a backup, or import the "
+                        "other runs without this one.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object; restore it from a backup, or import the other runs without this one.")
+    return data
+
+
+def _import_archive(ledger: Ledger, lab: Path, path: Path, report: ImportReport) -> None:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = tar.getmembers()  # reads the whole archive first: a truncated one changes nothing
+            entries = _read_manifest(tar, path)
+            by_run = _members_by_run(members, entries, path)
+            runs = {run_id: _run_from_entry(entry) for run_id, entry in entries.items()}  # all checked first
+            for run_id, entry in entries.items():
+                if ledger.has_run(run_id):
+                    report.already_present.append(run_id)
+                    continue
+                target = runs_root(lab) / run_id
+                if not target.exists():
+                    _extract_run(tar, by_run.get(run_id, []), target)
+                ledger.import_run(runs[run_id], entry["metrics"], entry["events"], entry["notes"], entry["tags"])
+                ledger.record_evals(read_jsonl(target / "evals.jsonl"))
+                report.imported.append(run_id)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        reason = (str(err).splitlines() or [""])[0].rstrip(":")  # tarfile's ReadError spans several lines
+        raise UserError(f"{path} is not a readable archive ({type(err).__name__}: {reason}); pass a complete file "
+                        "written by `ablab export`, or a run directory.") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UserError(f"{path} holds a damaged {MANIFEST} ({type(err).__name__}: {err}); export the runs "
+                        "again with `ablab export`.") from None
+
+
+def _read_manifest(tar: tarfile.TarFile, path: Path) -> dict[str, dict]:
+    """The archive's runs by id, after checking it is an ablab export this version can read."""
+    try:
+        manifest = json.load(tar.extractfile(MANIFEST))
+    except KeyError:
+        raise UserError(f"{path} holds no {MANIFEST}, so it is not an ablab export; pass a file written by "
+                        "`ablab export`, or unpack it and import its run directories.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{path} is not an ablab export (its {MANIFEST} has another format); pass a file "
+                        "written by `ablab export`.")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer ablab (export format {manifest['format_version']}); "
+                        "upgrade ablab to import it.")
+    return {entry["run"]["id"]: entry for entry in manifest["runs"]}
+
+
+def _members_by_run(members: list[tarfile.TarInfo], entries: dict, path: Path) -> dict[str, list[tarfile.TarInfo]]:
+    """Each run's files, refusing anything that could land outside its run directory."""
+    by_run: dict[str, list[tarfile.TarInfo]] = {}
+    for member in members:
+        if member.name == MANIFEST:
+            continue
+        parts = PurePosixPath(member.name).parts
+        safe = (len(parts) >= 3 and parts[0] == "runs" and parts[1] in entries
+                and not any(p in ("", ".", "..") for p in parts) and not member.name.startswith("/"))
+        if not safe or not (member.isfile() or member.isdir()):
+            raise UserError(f"{path} holds an unexpected entry '{member.name}', so it was not written by "
+                            "`ablab export`; import nothing from it, or unpack it by hand.")
+        if member.isfile():
+            by_run.setdefault(parts[1], []).append(member)
+    return by_run
+
+
+def _extract_run(tar: tarfile.TarFile, members: list[tarfile.TarInfo], target: Path) -> None:
+    tmp = target.with_name(f".import-{target.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "checkpoints").mkdir(parents=True)
+        for member in members:
+            dest = tmp.joinpath(*PurePosixPath(member.name).parts[2:])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_from_entry(entry: dict) -> Run:
+    """The entry's run, after checking its rows have what the ledger needs (KeyError or TypeError if not)."""
+    run = Run(**{k: v for k, v in entry["run"].items() if k in RUN_FIELDS})
+    run.status = _imported_status(run.status)
+    for row in entry["metrics"]:
+        int(row["step"])
+    for event in entry["events"]:
+        event["step"], event["kind"], event["time"]
+    for note in entry["notes"]:
+        note["time"], note["text"]
+    if not all(isinstance(tag, str) for tag in entry["tags"]):
+        raise TypeError("tags must be strings")
+    return run

@@ -1,0 +1,443 @@
+"""The ledger: a lab's SQLite record of every run. The only code that touches the database.
+
+`.ablab/ledger.sqlite` in WAL mode with a busy timeout, so many processes can record at once; each
+write is one short transaction (BEGIN IMMEDIATE), so a kill at any moment leaves the database as it
+was before or after that write, never half of it. `PRAGMA user_version` holds the schema version;
+opening an older ledger runs the migrations in order.
+
+Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag; baselines
+and studies (save_*, update_*, link_study_run); benchmark results (record_evals); scaling-law fits
+(save_fit). Queries return plain dataclasses and dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ablab.errors import UserError
+from ablab.store.schema import EVAL_KEY, migrate
+
+# Set by ablab.store.proxy.become_worker: a worker's writes go to the driver, never to the database.
+WORKER_PROCESS = False
+STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
+# The parts of a run's result that Ledger.summaries returns (what `ablab runs` lists and sorts by).
+SUMMARY_RESULT_KEYS = ("steps", "tokens_seen", "params", "train_seconds", "stop_reason", "best", "final")
+
+
+@dataclass
+class Run:
+    id: str
+    name: str
+    status: str  # running | finished | diverged | interrupted | failed (a dead `running` reads interrupted)
+    created_at: str
+    finished_at: str | None
+    config_hash: str
+    seed: int
+    data_fingerprint: str | None
+    code_version: str | None
+    content_key: str | None
+    config: dict
+    provenance: dict
+    result: dict
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: float | None = None
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict:
+        return self.result.get("final", {})
+
+
+def ledger_path(lab: Path) -> Path:
+    return lab / ".ablab" / "ledger.sqlite"
+
+
+class Ledger:
+    """One lab's ledger. Every write is one BEGIN IMMEDIATE transaction; RUN_WRITES are the ones a
+    run makes while it trains, the only ones a worker's LedgerProxy (ablab.store.proxy) carries."""
+
+    RUN_WRITES = ("record_run", "log_metrics", "log_event", "heartbeat", "finish_run", "truncate_metrics",
+                  "record_evals")
+
+    def __init__(self, lab: Path, timeout: float = 60.0):
+        if WORKER_PROCESS:
+            raise RuntimeError("A worker process tried to open the ledger; workers send their writes to the "
+                               "driver through ablab.store.proxy.LedgerProxy.")
+        path = ledger_path(lab)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            with self._write():
+                migrate(self.conn)
+        except sqlite3.DatabaseError as err:
+            raise UserError(
+                f"The ledger {path} cannot be opened ({err}); restore it from a backup or `ablab export`, "
+                "or move it aside to start a new one."
+            ) from None
+        self.path = path
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _write(self):
+        return _Transaction(self.conn)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def record_run(self, run: Run) -> None:
+        with self._write():
+            self.conn.execute(
+                "INSERT INTO runs (id, name, status, created_at, finished_at, heartbeat, host, pid, config_hash,"
+                " seed, data_fingerprint, code_version, content_key, config, provenance, result)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET status=excluded.status, heartbeat=excluded.heartbeat,"
+                " host=excluded.host, pid=excluded.pid, provenance=excluded.provenance",
+                (run.id, run.name, run.status, run.created_at, run.finished_at, time.time(),
+                 run.host or socket.gethostname(), run.pid or os.getpid(), run.config_hash, run.seed,
+                 run.data_fingerprint, run.code_version, run.content_key, _dump(run.config),
+                 _dump(run.provenance), _dump(run.result)))
+
+    def log_metrics(self, run_id: str, rows: Iterable[dict]) -> None:
+        """Metric rows keyed by their `step`; a second row for a step merges into the first."""
+        with self._write():
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
+                " DO UPDATE SET data = json_patch(data, excluded.data)",
+                [(run_id, row["step"], _dump(row)) for row in rows])
+            self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        with self._write():
+            self.conn.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, after_step))
+
+    def log_event(self, run_id: str, event: dict) -> None:
+        with self._write():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
+                (run_id, event["step"], event["kind"], event["time"], _dump(event)))
+
+    def heartbeat(self, run_id: str, host: str | None = None, pid: int | None = None) -> None:
+        """The run is alive in process `pid` on `host` (by default this process: a worker's proxy
+        names its own)."""
+        with self._write():
+            self.conn.execute("UPDATE runs SET heartbeat=?, host=?, pid=? WHERE id=?",
+                              (time.time(), host or socket.gethostname(), pid or os.getpid(), run_id))
+
+    def finish_run(self, run_id: str, status: str, result: dict, finished_at: str | None) -> None:
+        """Set a run's status and result (also used for `running` at start and on resume)."""
+        with self._write():
+            self.conn.execute("UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?",
+                              (status, _dump(result), finished_at, time.time(), run_id))
+
+    def add_note(self, run_id: str, text: str, at: str) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)", (run_id, at, text))
+
+    def add_tag(self, run_id: str, tag: str) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)", (run_id, tag))
+
+    def import_run(self, run: Run, metrics: Iterable[dict], events: Iterable[dict], notes: Iterable[dict],
+                   tags: Iterable[str]) -> bool:
+        """Insert a run from another lab or a bare run directory with everything it holds, as it is
+        (heartbeat, host and pid included), in one transaction; False, changing nothing, when a run
+        with this id is already here."""
+        with self._write():
+            if self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
+                return False
+            self.conn.execute(
+                "INSERT INTO runs (id, name, status, created_at, finished_at, heartbeat, host, pid, config_hash,"
+                " seed, data_fingerprint, code_version, content_key, config, provenance, result)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, run.name, run.status, run.created_at, run.finished_at, run.heartbeat, run.host, run.pid,
+                 run.config_hash, run.seed, run.data_fingerprint, run.code_version, run.content_key,
+                 _dump(run.config), _dump(run.provenance), _dump(run.result)))
+            # The same merge as log_metrics, so a run directory's metrics.jsonl (where a final eval row
+            # repeats the last train step) becomes the rows its training wrote.
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
+                " DO UPDATE SET data = json_patch(data, excluded.data)",
+                [(run.id, row["step"], _dump(row)) for row in metrics])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
+                [(run.id, e["step"], e["kind"], e["time"], _dump(e)) for e in events])
+            self.conn.executemany("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)",
+                                  [(run.id, n["time"], n["text"]) for n in notes])
+            self.conn.executemany("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)",
+                                  [(run.id, tag) for tag in tags])
+        return True
+
+    # -- queries ----------------------------------------------------------------------------------
+    def has_run(self, run_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table: what a backup, an import or a concurrency check compares."""
+        tables = [name for (name,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {name: self.conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in tables}
+
+    def resolve(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with `prefix`."""
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 3", (prefix, prefix + "\uffff"))]
+        if not ids:
+            raise UserError(f"No run '{prefix}' in this lab's ledger; `ablab runs` lists the runs.")
+        if len(ids) > 1:
+            raise UserError(f"Run id '{prefix}' is ambiguous ({', '.join(ids)}, …); give more characters.")
+        return ids[0]
+
+    def run(self, prefix: str) -> Run:
+        run_id = self.resolve(prefix)
+        return self.runs(ids=[run_id])[0]
+
+    def runs(self, status: str | None = None, name: str | None = None, tag: str | None = None,
+             where: dict[str, Any] | None = None, ids: list[str] | None = None) -> list[Run]:
+        """Runs, oldest first, filtered by status (as shown, liveness included), name (glob),
+        tag, exact config values (dotted keys) and ids."""
+        rows, tags = self._select("*", status, name, tag, where, ids)
+        runs = [_run_from_row(row, tags.get(row["id"], [])) for row in rows]
+        return [r for r in runs if status is None or r.status == status]
+
+    def summaries(self, status: str | None = None, name: str | None = None, tag: str | None = None,
+                  where: dict[str, Any] | None = None) -> list[dict]:
+        """Filtered like runs(), for listings of thousands of runs: id, name, status (liveness
+        included), created_at, finished_at, seed, tags, and of the result only SUMMARY_RESULT_KEYS.
+        Decoding every run's whole config, provenance and result is most of the time runs() takes."""
+        paths = ", ".join(f"'$.{key}'" for key in SUMMARY_RESULT_KEYS)
+        rows, tags = self._select("id, name, status, created_at, finished_at, seed, host, pid, heartbeat, "
+                                  f"json_extract(result, {paths}) AS summary", status, name, tag, where, None)
+        found = [{"id": row["id"], "name": row["name"],
+                  "status": live_status(row["status"], row["host"], row["pid"], row["heartbeat"]),
+                  "created_at": row["created_at"], "finished_at": row["finished_at"], "seed": row["seed"],
+                  "result": {k: v for k, v in zip(SUMMARY_RESULT_KEYS, json.loads(row["summary"])) if v is not None},
+                  "tags": tags.get(row["id"], [])} for row in rows]
+        return [run for run in found if status is None or run["status"] == status]
+
+    def _select(self, columns: str, status: str | None, name: str | None, tag: str | None,
+                where: dict[str, Any] | None, ids: list[str] | None) -> tuple[list[sqlite3.Row], dict[str, list[str]]]:
+        """One query for the filtered rows (oldest first) and one for all tags."""
+        clauses, params = [], []
+        if name:
+            clauses.append("name GLOB ?")
+            params.append(name)
+        if tag:
+            clauses.append("id IN (SELECT run_id FROM tags WHERE tag = ?)")
+            params.append(tag)
+        for key, value in (where or {}).items():
+            clauses.append("json_extract(config, ?) = ?")
+            params += [f"$.{key}", value]
+        if ids:
+            clauses.append(f"id IN ({','.join('?' * len(ids))})")
+            params += ids
+        if status in ("finished", "diverged", "failed"):
+            clauses.append("status = ?")
+            params.append(status)
+        elif status in ("running", "interrupted"):  # a stored `running` may read interrupted (dead process)
+            clauses.append("status IN ('running', ?)")
+            params.append(status)
+        sql = f"SELECT {columns} FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + \
+            " ORDER BY created_at, rowid"  # rowid: insertion order within a second
+        self.conn.row_factory = sqlite3.Row
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+            tags = self._tags([r["id"] for r in rows])
+        finally:
+            self.conn.row_factory = None
+        return rows, tags
+
+    def _tags(self, run_ids: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for run_id, tag in self.conn.execute("SELECT run_id, tag FROM tags ORDER BY tag"):
+            found.setdefault(run_id, []).append(tag)
+        return found
+
+    def metrics(self, run_id: str) -> list[dict]:
+        return [json.loads(d) for (d,) in self.conn.execute(
+            "SELECT data FROM metrics WHERE run_id=? ORDER BY step", (run_id,))]
+
+    def events(self, run_id: str) -> list[dict]:
+        return [json.loads(d) for (d,) in self.conn.execute(
+            "SELECT data FROM events WHERE run_id=? ORDER BY step, id", (run_id,))]
+
+    def notes(self, run_id: str) -> list[dict]:
+        return [{"time": t, "text": text} for t, text in self.conn.execute(
+            "SELECT time, text FROM notes WHERE run_id=? ORDER BY time, id", (run_id,))]
+
+    def find_finished(self, content_key: str) -> Run | None:
+        """The newest finished run with this content key, if any."""
+        row = self.conn.execute("SELECT id FROM runs WHERE content_key=? AND status='finished'"
+                                " ORDER BY created_at DESC, rowid DESC LIMIT 1", (content_key,)).fetchone()
+        return self.runs(ids=[row[0]])[0] if row else None
+
+
+    # -- baselines and studies (schema version 2) ---------------------------------------------------
+    def save_baseline(self, name: str, date: str, config: dict, seeds: list[int], data: dict) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("INSERT INTO baselines (name, date, config, seeds, created_at, data)"
+                              " VALUES (?, ?, ?, ?, datetime('now'), ?)",
+                              (name, date, _dump(config), _dump(seeds), _dump(data)))
+
+    def update_baseline_data(self, name: str, date: str, changes: dict) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("UPDATE baselines SET data = json_patch(data, ?) WHERE name=? AND date=?",
+                              (_dump(changes), name, date))
+
+    def set_current_baseline(self, name: str, date: str) -> None:
+        """Make NAME@DATE the current baseline of its name (exactly one per name)."""
+        with _Transaction(self.conn):
+            self.conn.execute("UPDATE baselines SET data = json_set(data, '$.current', json('false')) WHERE name=?",
+                              (name,))
+            self.conn.execute("UPDATE baselines SET data = json_set(data, '$.current', json('true'))"
+                              " WHERE name=? AND date=?", (name, date))
+
+    def baselines(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, date, config, seeds, created_at, data FROM baselines ORDER BY name, date")
+        return [{"ref": f"{n}@{d}", "name": n, "date": d, "config": json.loads(c), "seeds": json.loads(s),
+                 "created_at": at, **json.loads(data)} for n, d, c, s, at, data in rows]
+
+    def save_study(self, name: str, baseline: str, spec: dict) -> None:
+        """Record a study's spec; a study keeps its baseline and researcher's notes once recorded."""
+        with _Transaction(self.conn):
+            self.conn.execute("INSERT INTO studies (name, baseline, spec, created_at) VALUES (?, ?, ?, datetime('now'))"
+                              " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec", (name, baseline, _dump(spec)))
+
+    def update_study_data(self, name: str, changes: dict) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("UPDATE studies SET data = json_patch(data, ?) WHERE name=?", (_dump(changes), name))
+
+    def studies(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, baseline, spec, created_at, data FROM studies ORDER BY created_at, rowid")
+        return [{"name": n, "baseline": b, "spec": json.loads(s), "created_at": at, "data": json.loads(d)}
+                for n, b, s, at, d in rows]
+
+    def study(self, name: str) -> dict | None:
+        return next((s for s in self.studies() if s["name"] == name), None)
+
+    def link_study_run(self, study: str, arm: str, seed: int, run_id: str) -> None:
+        with _Transaction(self.conn):
+            self.conn.execute("INSERT INTO study_runs (study, arm, seed, run_id) VALUES (?, ?, ?, ?)"
+                              " ON CONFLICT (study, arm, seed) DO UPDATE SET run_id = excluded.run_id",
+                              (study, arm, seed, run_id))
+
+    def study_runs(self, study: str) -> dict[tuple[str, int], str]:
+        rows = self.conn.execute("SELECT arm, seed, run_id FROM study_runs WHERE study=?", (study,))
+        return {(arm, seed): run_id for arm, seed, run_id in rows}
+
+    # -- benchmark results (schema version 3): keyed by run, step, task version and settings ---------
+    def record_evals(self, rows: Iterable[dict]) -> None:
+        """Benchmark results, each a dict with the EVAL_KEY fields, `created_at` and `data` (n,
+        skipped, metrics); a row with the same key replaces the earlier one."""
+        with self._write():
+            self.conn.executemany(
+                "INSERT INTO eval_results (run_id, step, task, task_version, num_fewshot, example_limit, seed,"
+                " created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT"
+                " (run_id, step, task, task_version, num_fewshot, example_limit, seed)"
+                " DO UPDATE SET created_at = excluded.created_at, data = excluded.data",
+                [(*(row[k] for k in EVAL_KEY), row["created_at"],
+                  json.dumps(row["data"], sort_keys=True, separators=(",", ":"))) for row in rows])
+
+    def evals(self, run_ids: list[str] | None = None, task: str | None = None) -> list[dict]:
+        """Stored benchmark results, by run, step and task, oldest evaluation first within a key."""
+        clauses, params = [], []
+        if run_ids is not None:
+            clauses.append(f"run_id IN ({','.join('?' * len(run_ids))})")
+            params += run_ids
+        if task is not None:
+            clauses.append("task = ?")
+            params.append(task)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self.conn.execute(
+            f"SELECT {', '.join(EVAL_KEY)}, created_at, data FROM eval_results{where}"
+            " ORDER BY run_id, step, task, created_at", params)
+        return [{**dict(zip(EVAL_KEY, row[:-2])), "created_at": row[-2], **json.loads(row[-1])} for row in rows]
+
+    # -- scaling-law fits (schema version 4): kind, compute convention, what they were fitted to ----
+    def save_fit(self, name: str, kind: str, convention: str, data: dict, baseline: str | None = None,
+                 at: str = "") -> int:
+        with self._write():
+            cursor = self.conn.execute(
+                "INSERT INTO scaling_fits (name, baseline, kind, convention, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, baseline, kind, convention, at, json.dumps(data, sort_keys=True, separators=(",", ":"))))
+        return int(cursor.lastrowid)
+
+    def fits(self, name: str | None = None, baseline: str | None = None, kind: str | None = None) -> list[dict]:
+        """Stored fits, newest first, filtered by name, baseline ref and kind."""
+        clauses, params = [], []
+        for column, value in (("name", name), ("baseline", baseline), ("kind", kind)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self.conn.execute("SELECT id, name, baseline, kind, convention, created_at, data FROM scaling_fits"
+                                 f"{where} ORDER BY created_at DESC, id DESC", params)
+        return [{"id": i, "name": n, "baseline": b, "kind": k, "convention": c, "created_at": at, **json.loads(d)}
+                for i, n, b, k, c, at, d in rows]
+
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error: one write, all or nothing."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *rest):
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _run_from_row(row: sqlite3.Row, tags: list[str]) -> Run:
+    return Run(
+        id=row["id"], name=row["name"], status=live_status(row["status"], row["host"], row["pid"], row["heartbeat"]),
+        created_at=row["created_at"], finished_at=row["finished_at"], config_hash=row["config_hash"],
+        seed=row["seed"], data_fingerprint=row["data_fingerprint"], code_version=row["code_version"],
+        content_key=row["content_key"], config=json.loads(row["config"]), provenance=json.loads(row["provenance"]),
+        result=json.loads(row["result"]), host=row["host"], pid=row["pid"], heartbeat=row["heartbeat"], tags=tags)
+
+
+def live_status(status: str, host: str | None, pid: int | None, heartbeat: float | None) -> str:
+    """A `running` run whose process is gone reads `interrupted` (and is resumable): on this host
+    when its pid no longer exists, elsewhere when its heartbeat is older than STALE_SECONDS."""
+    if status != "running":
+        return status
+    if host == socket.gethostname() and pid:
+        return "running" if _pid_alive(pid) else "interrupted"
+    if heartbeat is not None and time.time() - heartbeat > STALE_SECONDS:
+        return "interrupted"
+    return "running"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

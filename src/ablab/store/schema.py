@@ -1,0 +1,101 @@
+"""The ledger's schema, one script per version, and the migration that applies them. Only
+ablab.store.ledger opens the database.
+
+MIGRATIONS[i] takes a ledger from schema version i to i + 1 (`PRAGMA user_version`). A released
+script is never edited: a change to the schema is a new script appended to MIGRATIONS.
+"""
+
+import sqlite3
+
+from ablab.errors import UserError
+
+SCHEMA_V1 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    heartbeat REAL,              -- unix time of the last sign of life
+    host TEXT, pid INTEGER,      -- where the training process runs
+    config_hash TEXT NOT NULL, seed INTEGER NOT NULL,
+    data_fingerprint TEXT, code_version TEXT,
+    content_key TEXT,            -- (config hash, seed, data fingerprint, code version)
+    config TEXT NOT NULL,        -- JSON
+    provenance TEXT NOT NULL DEFAULT '{}',
+    result TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX runs_content_key ON runs (content_key);
+CREATE TABLE metrics (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL,
+    time TEXT NOT NULL, data TEXT NOT NULL,
+    UNIQUE (run_id, step, kind, time)
+);
+CREATE INDEX events_run ON events (run_id);
+CREATE TABLE notes (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, time TEXT NOT NULL, text TEXT NOT NULL,
+    UNIQUE (run_id, time, text)
+);
+CREATE TABLE tags (run_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (run_id, tag)) WITHOUT ROWID;
+"""
+
+# Version 2 makes room for the studies layer: dated baselines and studies, and which runs are theirs.
+SCHEMA_V2 = """
+CREATE TABLE baselines (
+    name TEXT NOT NULL, date TEXT NOT NULL, config TEXT NOT NULL, seeds TEXT NOT NULL,
+    created_at TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (name, date)
+);
+CREATE TABLE studies (
+    name TEXT PRIMARY KEY, baseline TEXT NOT NULL, spec TEXT NOT NULL,
+    created_at TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE study_runs (
+    study TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL, run_id TEXT NOT NULL,
+    PRIMARY KEY (study, arm, seed)
+);
+CREATE INDEX runs_status ON runs (status);
+"""
+
+# Version 3 stores benchmark results: one row per (run, step evaluated, task and its version, few-shot,
+# example limit, seed); evaluating again with the same settings replaces the row.
+SCHEMA_V3 = """
+CREATE TABLE eval_results (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, task TEXT NOT NULL, task_version INTEGER NOT NULL,
+    num_fewshot INTEGER NOT NULL, example_limit INTEGER NOT NULL,  -- 0: every example of the split
+    seed INTEGER NOT NULL, created_at TEXT NOT NULL,
+    data TEXT NOT NULL,          -- JSON: n, skipped and the metrics
+    PRIMARY KEY (run_id, step, task, task_version, num_fewshot, example_limit, seed)
+) WITHOUT ROWID;
+"""
+
+# Version 4 keeps scaling-law fits: each with what it was fitted to (a baseline's ladder, a study, a
+# CSV), its kind (chinchilla, compute, params, isoflop) and its compute convention.
+SCHEMA_V4 = """
+CREATE TABLE scaling_fits (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, baseline TEXT, kind TEXT NOT NULL, convention TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data TEXT NOT NULL           -- JSON: parameters, confidence intervals, points, fitted range
+);
+CREATE INDEX scaling_fits_name ON scaling_fits (name);
+"""
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]  # MIGRATIONS[i] takes a ledger from version i to i + 1
+SCHEMA_VERSION = len(MIGRATIONS)
+EVAL_KEY = ("run_id", "step", "task", "task_version", "num_fewshot", "example_limit", "seed")  # eval_results' key
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring an open ledger (inside a write transaction) up to SCHEMA_VERSION, one script at a time."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise UserError(f"This ledger has schema version {version}, newer than this ablab "
+                        f"({SCHEMA_VERSION}); upgrade ablab to open it.")
+    for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in filter(str.strip, script.split(";")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={target}")

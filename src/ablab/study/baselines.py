@@ -1,0 +1,151 @@
+"""Dated baselines: a named config fixed on a date, with its seeds, lineage and noise floor.
+
+A baseline lives in `baselines/NAME@DATE.toml`: an ordinary config plus a `[baseline]` table (seeds,
+the baseline it was promoted from, the studies that justified it). It is registered in the ledger,
+which also keeps which baseline of a name is current and the measured seed-noise floor. A baseline
+file is never rewritten: a change makes a new date, so old studies keep the baseline they used.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablab import config as config_mod
+from ablab.config import Config
+from ablab.errors import UserError
+from ablab.store.ledger import Ledger
+
+REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<date>\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass
+class Baseline:
+    name: str
+    date: str
+    config: Config
+    seeds: list[int]
+    parent: str | None = None  # the baseline this one was promoted from
+    justified_by: list[str] = field(default_factory=list)  # studies whose arm it adopted
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.date}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    match = REF.match(ref)
+    if not match:
+        raise UserError(f"'{ref}' is not a baseline reference; write NAME@YYYY-MM-DD, e.g. main@2026-11-21.")
+    return match["name"], match["date"]
+
+
+def baseline_path(lab: Path, ref: str) -> Path:
+    return lab / "baselines" / f"{ref}.toml"
+
+
+def to_toml(baseline: Baseline) -> str:
+    meta = {"name": baseline.name, "date": baseline.date, "seeds": baseline.seeds}
+    meta |= {key: value for key, value in (("parent", baseline.parent), ("justified_by", baseline.justified_by))
+             if value}
+    header = f"Baseline {baseline.ref}. Never edit a dated baseline: promote a new one instead."
+    return config_mod.dump_toml(config_mod.to_dict(baseline.config) | {"baseline": meta}, header=header)
+
+
+def load(lab: Path, ref: str) -> Baseline:
+    """The baseline NAME@DATE of this lab, or a UserError naming the ones that exist."""
+    name, date = parse_ref(ref)
+    path = baseline_path(lab, ref)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in (lab / "baselines").glob("*@*.toml"))) or "none yet"
+        raise UserError(f"Unknown baseline {ref} (known: {known}); create it with `ablab baseline new {name} -c CONFIG`.")
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    meta = raw.pop("baseline", {})
+    cfg = config_mod.from_dict(raw, where=str(path))
+    return Baseline(name, date, cfg, [int(s) for s in meta.get("seeds", [0])], meta.get("parent"),
+                    list(meta.get("justified_by", [])))
+
+
+def create(lab: Path, baseline: Baseline) -> Path:
+    """Write a new baseline file, register it in the ledger and make it the current one of its name."""
+    if not baseline.seeds:
+        raise UserError("A baseline needs at least one seed; pass --seeds 0,1,2.")
+    path = baseline_path(lab, baseline.ref)
+    if path.exists():
+        raise UserError(f"Baseline {baseline.ref} already exists and dated baselines never change; "
+                        "use another --date or promote a new one.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(baseline), encoding="utf-8")
+    with Ledger(lab) as ledger:
+        ledger.save_baseline(baseline.name, baseline.date, config_mod.to_dict(baseline.config), baseline.seeds,
+                             {"parent": baseline.parent, "justified_by": baseline.justified_by})
+        ledger.set_current_baseline(baseline.name, baseline.date)
+    return path
+
+
+EXAMPLES = Path(__file__).parents[1] / "examples"  # src/ablab/examples
+
+
+def install_examples(lab: Path) -> list[Path]:
+    """Copy the shipped example baselines (registered in the ledger) and studies into a lab,
+    never overwriting a file that is there."""
+    created = []
+    for file in sorted((EXAMPLES / "baselines").glob("*.toml")):
+        if not baseline_path(lab, file.stem).exists():
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+            meta = raw.pop("baseline")
+            created.append(create(lab, Baseline(meta["name"], meta["date"], config_mod.from_dict(raw, str(file)),
+                                                list(meta["seeds"]))))
+    for file in sorted((EXAMPLES / "studies").glob("*.toml")):
+        target = lab / "studies" / file.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(file.read_text(encoding="utf-8"), encoding="utf-8")
+            created.append(target)
+    return created
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def check_date(date: str) -> str:
+    try:
+        datetime.date.fromisoformat(date)
+    except ValueError:
+        raise UserError(f"--date {date!r} is not a date; write YYYY-MM-DD.") from None
+    return date
+
+
+def listing(lab: Path) -> list[dict[str, Any]]:
+    """Every baseline of the lab: ref, seeds, current flag, parent, justified_by, noise floor."""
+    with Ledger(lab) as ledger:
+        return ledger.baselines()
+
+
+def promote_arm(lab: Path, study: str, arm: str, date: str | None = None) -> tuple[Baseline, Baseline, dict]:
+    """(the previous baseline, the next one: it plus `arm`'s changes, justified by `study`, the
+    changes); dated `date` (default today) and now current."""
+    with Ledger(lab) as ledger:
+        record = ledger.study(study)
+    if record is None:
+        raise UserError(f"No study '{study}' in this lab; run it first with `ablab study run FILE`.")
+    arms = record["spec"]["arms"]
+    if arm not in arms or arm == "baseline":
+        raise UserError(f"Study {study} has no arm '{arm}'; choose one of: {', '.join(a for a in arms if a != 'baseline')}.")
+    previous = load(lab, record["baseline"])
+    return previous, promote(lab, previous, arms[arm], study, check_date(date) if date else today()), arms[arm]
+
+
+def promote(lab: Path, previous: Baseline, changes: dict[str, Any], study: str, date: str) -> Baseline:
+    """The next dated baseline: `previous` plus an arm's changes, justified by `study`."""
+    if date <= previous.date:
+        raise UserError(f"A promoted baseline must be dated after {previous.ref}; pass --date later than {previous.date}.")
+    cfg = config_mod.replace(previous.config, changes)
+    new = Baseline(previous.name, date, cfg, previous.seeds, previous.ref, [study])
+    create(lab, new)
+    return new

@@ -1,0 +1,269 @@
+"""A study: one question, a falsifiable hypothesis, a dated baseline, named variables, frozen rest.
+
+The spec is a TOML file with the experiment sheet's sections (meta, objective, hypothesis, design,
+expected). `arms()` expands the design into configs; `check()` refuses designs that break
+themselves (a variable that is not a config key, a frozen key that differs between arms, unequal
+tokens under the equal-tokens axis, no seeds) with one sentence each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablab import config as config_mod
+from ablab.analysis.verdicts import BASELINE_ARM
+from ablab.config import Config
+from ablab.errors import UserError
+from ablab.study.baselines import Baseline, parse_ref
+
+CATEGORIES = ("hyperparameter", "optimizer", "memory", "architecture", "training recipe", "data")
+AXES = {"tokens": "train.max_tokens", "steps": "train.max_steps", "wall_clock": "train.max_seconds"}
+DIRECTIONS = ("decrease", "increase")
+METRICS = ("val_loss", "val_bpb", "val_ppl", "train_loss", "tokens_per_s", "peak_memory_mb", "mfu")
+
+# The file `ablab study new` writes: template_text fills in the name, date and baseline.
+TEMPLATE = """\
+
+[meta]
+name = ""
+category = "hyperparameter"   # hyperparameter | optimizer | memory | architecture | training recipe | data
+date = ""
+
+[objective]
+question = "Does a Muon learning rate of 0.04 beat 0.02 for this baseline at equal tokens?"
+
+[hypothesis]
+mechanism = "What process do you claim is happening?"
+prediction = "What will the metric show, in which direction, by how much?"
+falsification = "What would you see if the hypothesis is wrong?"
+metric = "val_loss"           # val_loss | val_bpb | val_ppl | train_loss | tokens_per_s | peak_memory_mb | mfu
+direction = "decrease"        # decrease | increase
+min_effect = 0.01             # the smallest change that would matter to you
+read_at = "final"             # final | best (val_loss only) | tokens:N (first evaluation at N tokens or more)
+
+[design]
+baseline = ""
+axis = "tokens"               # tokens | steps | wall_clock: what every run gets equally
+budget = 409_600              # tokens, steps or seconds per run, on that axis
+seeds = [0, 1, 2]             # every arm runs every seed; the baseline's runs are reused
+variables = { "optim.lr" = [0.04] }   # key = [values]; arms are their grid (mode = "zip" pairs them)
+# Or name each arm instead of variables:
+# [design.arms.no-norm]
+# "model.norm" = "none"
+frozen = []                   # keys you assert stay fixed; every key not varied is frozen anyway
+
+[expected]
+outcomes = "Write what you expect before running it."
+"""
+
+
+def template_text(name: str, date: str, baseline: str, path: Path) -> str:
+    """A new study file: the commented TEMPLATE with its name, date and baseline set."""
+    header = ("A study: one question, a falsifiable hypothesis, one dated baseline, named variables.\n"
+              f"Check it with `ablab study plan {path}` (every arm's diff, the frozen rest, time and memory),\n"
+              f"then `ablab study run {path}`.")
+    values = {"meta": {"name": name, "date": date}, "design": {"baseline": baseline}}
+    return config_mod.dump_toml(values, TEMPLATE, header)
+
+
+@dataclass
+class Prediction:
+    metric: str = "val_loss"
+    direction: str = "decrease"
+    min_effect: float = 0.0
+    read_at: str = "final"  # final | best | tokens:N
+
+
+@dataclass
+class StudySpec:
+    name: str
+    category: str
+    date: str
+    question: str
+    mechanism: str
+    prediction_text: str
+    falsification: str
+    prediction: Prediction
+    baseline: str
+    variables: dict[str, list[Any]]
+    mode: str  # grid | zip | arms
+    explicit_arms: dict[str, dict[str, Any]]  # name -> changes, when the design lists arms
+    frozen: list[str]  # keys named frozen; every key not varied is frozen too
+    axis: str
+    budget: float
+    seeds: list[int]
+    metrics: list[str]
+    benchmarks: list[str]
+    benchmark_limit: int  # examples per benchmark task (a seeded subset); 0 = all
+    expected: str
+    path: Path | None = None
+
+
+@dataclass
+class Arm:
+    name: str
+    changes: dict[str, Any]  # dotted key -> value, as the study sets them
+    config: Config = field(repr=False, default=None)
+
+
+def _section(raw: dict, name: str, where: str) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise UserError(f"In {where}, [{name}] must be a table; see `ablab study new` for the template.")
+    return value
+
+
+def _require(table: dict, key: str, section: str, where: str) -> Any:
+    if key not in table or table[key] in ("", None):
+        raise UserError(f"In {where}, [{section}] needs '{key}'; see `ablab study new` for the template.")
+    return table[key]
+
+
+def parse(path: Path) -> StudySpec:
+    """Read and check the shape of a study file (not yet against its baseline)."""
+    where = str(path)
+    if not path.is_file():
+        raise UserError(f"Study file {path} does not exist; create one with `ablab study new NAME`.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid TOML ({err}); fix the line it names.") from None
+    unknown = set(raw) - {"meta", "objective", "hypothesis", "design", "expected"}
+    if unknown:
+        raise UserError(f"In {where}, unknown section [{sorted(unknown)[0]}]; the sections are meta, objective, "
+                        "hypothesis, design and expected.")
+    meta, hyp, design = (_section(raw, s, where) for s in ("meta", "hypothesis", "design"))
+    category = _require(meta, "category", "meta", where)
+    if category not in CATEGORIES:
+        raise UserError(f"In {where}, meta.category must be one of {', '.join(CATEGORIES)}, not {category!r}.")
+    prediction = Prediction(metric=hyp.get("metric", "val_loss"), direction=hyp.get("direction", "decrease"),
+                            min_effect=float(hyp.get("min_effect", 0.0)), read_at=hyp.get("read_at", "final"))
+    _check_prediction(prediction, where)
+    variables, explicit, mode = _design_variables(design, where)
+    axis = design.get("axis", "tokens")
+    if axis not in AXES:
+        raise UserError(f"In {where}, design.axis must be one of {', '.join(AXES)}, not {axis!r}.")
+    seeds = design.get("seeds", [])
+    if not seeds:
+        raise UserError(f"In {where}, design.seeds is empty; a study needs seeds, e.g. seeds = [0, 1, 2].")
+    return StudySpec(
+        name=_require(meta, "name", "meta", where), category=category, date=str(meta.get("date", "")),
+        question=_require(_section(raw, "objective", where), "question", "objective", where),
+        mechanism=_require(hyp, "mechanism", "hypothesis", where),
+        prediction_text=_require(hyp, "prediction", "hypothesis", where),
+        falsification=_require(hyp, "falsification", "hypothesis", where), prediction=prediction,
+        baseline=_require(design, "baseline", "design", where), variables=variables, mode=mode,
+        explicit_arms=explicit, frozen=list(design.get("frozen", [])), axis=axis,
+        budget=float(_require(design, "budget", "design", where)), seeds=[int(s) for s in seeds],
+        metrics=list(design.get("metrics", ["val_loss", "tokens_per_s", "peak_memory_mb"])),
+        benchmarks=[_task_path(str(b), path) for b in design.get("benchmarks", [])], benchmark_limit=int(design.get("benchmark_limit", 200)),
+        expected=str(_section(raw, "expected", where).get("outcomes", "")),
+        path=path)
+
+
+def _task_path(task: str, study_file: Path) -> str:
+    """A benchmark is a task name, or a .toml task file relative to the study file's folder."""
+    if task.endswith(".toml") and not Path(task).is_absolute():
+        return str((study_file.parent / task).resolve())
+    return task
+
+
+def _check_prediction(p: Prediction, where: str) -> None:
+    if p.metric not in METRICS:
+        raise UserError(f"In {where}, hypothesis.metric must be one of {', '.join(METRICS)}, not {p.metric!r}.")
+    if p.direction not in DIRECTIONS:
+        raise UserError(f"In {where}, hypothesis.direction must be 'decrease' or 'increase', not {p.direction!r}.")
+    if p.read_at not in ("final", "best") and not re.fullmatch(r"tokens:\d+", p.read_at.replace("_", "")):
+        raise UserError(f"In {where}, hypothesis.read_at must be 'final', 'best' or 'tokens:N' (e.g. tokens:500000), "
+                        f"not {p.read_at!r}.")
+    if p.min_effect < 0:
+        raise UserError(f"In {where}, hypothesis.min_effect is a size, so it must be zero or positive.")
+
+
+def _design_variables(design: dict, where: str) -> tuple[dict[str, list], dict[str, dict], str]:
+    """(variables, explicit arms, mode): a grid or zip of variables, or a table of named arms."""
+    known = set(config_mod.flat_keys())
+    explicit = design.get("arms", {})
+    variables = design.get("variables", {})
+    if bool(explicit) == bool(variables):
+        raise UserError(f"In {where}, give either design.variables (key = [values]) or [design.arms.NAME] tables.")
+    if explicit:
+        variables = {}
+        for arm, changes in explicit.items():
+            for key, value in changes.items():
+                variables.setdefault(key, []).append(value)
+    for key, values in variables.items():
+        if key not in known:
+            raise UserError(f"In {where}, variable '{key}' is not a config key.{config_mod.did_you_mean(key, known)}")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"In {where}, variable '{key}' needs a non-empty list of values.")
+    mode = "arms" if explicit else design.get("mode", "grid")
+    if mode not in ("grid", "zip", "arms"):
+        raise UserError(f"In {where}, design.mode must be 'grid' or 'zip', not {mode!r}.")
+    if mode == "zip" and len({len(v) for v in variables.values()}) > 1:
+        raise UserError(f"In {where}, zipped variables need lists of equal length.")
+    return variables, explicit, mode
+
+
+def arms(spec: StudySpec, baseline: Baseline) -> list[Arm]:
+    """The baseline arm first, then one arm per setting of the variables, each with its config at
+    the study's budget on its comparison axis."""
+    if spec.mode == "arms":
+        settings = [(name, dict(changes)) for name, changes in spec.explicit_arms.items()]
+    else:
+        keys = list(spec.variables)
+        combos = zip(*spec.variables.values()) if spec.mode == "zip" else itertools.product(*spec.variables.values())
+        settings = [(" ".join(f"{k}={v}" for k, v in zip(keys, combo)), dict(zip(keys, combo))) for combo in combos]
+    budget = budget_changes(spec)
+    result = [Arm(BASELINE_ARM, {}, config_mod.replace(baseline.config, budget))]
+    for name, changes in settings:
+        result.append(Arm(name, changes, config_mod.replace(baseline.config, {**changes, **budget})))
+    return result
+
+
+def budget_changes(spec: StudySpec) -> dict[str, Any]:
+    """Every arm stops on the study's axis at its budget, and on nothing else."""
+    changes = {"train.max_steps": 0, "train.max_tokens": 0, "train.max_seconds": 0.0}
+    value = spec.budget if spec.axis == "wall_clock" else int(spec.budget)
+    return changes | {AXES[spec.axis]: value}
+
+
+def planned_steps(cfg: Config) -> int | None:
+    t = cfg.train
+    limits = ([t.max_steps] if t.max_steps else []) + ([t.max_tokens // cfg.tokens_per_step] if t.max_tokens else [])
+    return min(limits) if limits else None
+
+
+def check(spec: StudySpec, baseline: Baseline, study_arms: list[Arm]) -> None:
+    """Refuse a design that breaks itself, with one sentence naming the problem."""
+    parse_ref(spec.baseline)
+    varied = set(spec.variables)
+    known = set(config_mod.flat_keys())
+    for key in spec.frozen:
+        if key not in known:
+            raise UserError(f"Frozen key '{key}' is not a config key.{config_mod.did_you_mean(key, known)}")
+        values = {arm.name: config_mod.flatten(arm.config)[key] for arm in study_arms}
+        if len(set(map(repr, values.values()))) > 1:
+            shown = ", ".join(f"{name}: {value!r}" for name, value in values.items())
+            raise UserError(f"Frozen key {key} differs between arms ({shown}); stop varying it or unfreeze it.")
+    for arm in study_arms:
+        differing = {k for k, _, _ in config_mod.diff(study_arms[0].config, arm.config)}
+        stray = sorted(differing - varied)
+        if stray:
+            raise UserError(f"Arm '{arm.name}' changes frozen key {stray[0]}; declare it as a variable or leave it alone.")
+    if spec.axis == "tokens":
+        tokens = {arm.name: planned_steps(arm.config) * arm.config.tokens_per_step for arm in study_arms}
+        if len(set(tokens.values())) > 1:
+            per_step = sorted({arm.config.tokens_per_step for arm in study_arms})
+            raise UserError(
+                f"Under the equal-tokens axis every arm must see the same tokens, but they would see "
+                f"{', '.join(f'{n}: {t:,}' for n, t in tokens.items())}; choose a budget divisible by "
+                f"every arm's tokens per step ({', '.join(map(str, per_step))}).")
+    for arm in study_arms:
+        if planned_steps(arm.config) == 0:
+            raise UserError(f"Arm '{arm.name}' would train 0 steps at this budget; raise design.budget.")
