@@ -202,8 +202,10 @@ def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequenc
     if view.evals:
         sections.append({"title": "Benchmarks", "kind": "benchmarks"})
     scaling = scaling_section(lab, lab / "reports" / "scaling", plots)
+    if scaling is not None:
+        sections.append({"title": "Scaling fits", "kind": "scaling", "scaling": scaling})
     sections += [{"title": title, "html": content}  # HTML built by the caller, put in unescaped
-                 for title, content in ([scaling] if scaling is not None else []) + list(extra_sections)]
+                 for title, content in extra_sections]
     for section in sections:
         section["anchor"] = re.sub(r"[^a-z0-9]+", "-", section["title"].lower()).strip("-")
     columns, rows = baseline_table(view.baselines)

@@ -4,7 +4,6 @@ profiles, and a table of every stored law, for `ablab scaling fit`, `ablab ladde
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +74,14 @@ def fit_rows(stored: list[dict]) -> tuple[list[str], list[list[str]]]:
     return ["fit", "kind", "baseline", "convention", "embeddings", "points", "law (95% bootstrap CI)", "date"], rows
 
 
-def scaling_section(lab: Path, folder: Path, plots: bool = True) -> tuple[str, str] | None:
-    """('Scaling fits', HTML) with the table and each L(C) law's figure embedded; None without fits."""
+def scaling_section(lab: Path, folder: Path, plots: bool = True) -> dict | None:
+    """The report's scaling section: the table of stored fits ({columns, rows}) and each L(C) law's
+    figure as (alt text, data URI); None without fits. The page's template renders it."""
     with Ledger(lab) as ledger:
         stored = ledger.fits()
     if not stored:
         return None
     columns, rows = fit_rows(stored)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows)
     images = []
     drawn = set()
     for entry in stored if plots else []:
@@ -95,5 +93,5 @@ def scaling_section(lab: Path, folder: Path, plots: bool = True) -> tuple[str, s
         safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "-" for ch in entry["name"])
         for png in plot_fits(points, {"compute": PowerLawFit.from_dict(entry["fit"])}, folder, safe):
             data = base64.b64encode(png.read_bytes()).decode("ascii")
-            images.append(f'<img alt="{html.escape(entry["name"])} L(C)" src="data:image/png;base64,{data}">')
-    return "Scaling fits", f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{''.join(images)}"
+            images.append((f'{entry["name"]} L(C)', f"data:image/png;base64,{data}"))
+    return {"columns": columns, "rows": rows, "images": images}
