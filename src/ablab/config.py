@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -322,9 +323,32 @@ def replace(cfg: Config, changes: dict[str, Any]) -> Config:
     return from_dict(raw)
 
 
+SEED_LIMIT = 2**32  # seeds are NumPy and torch generator seeds: [0, 2**32)
+# Upper bounds far above any model ablab is for, so that a slip (an extra digit, 2**40) is refused
+# here in one sentence, before a run record exists, not as an out-of-memory error half way.
+MAXIMA = {"model.d_model": 1 << 16, "model.n_layers": 1024, "model.n_heads": 1024, "model.d_ff": 1 << 20,
+          "data.seq_len": 1 << 20, "data.batch_size": 1 << 16, "train.grad_accum": 1 << 16, "train.nproc": 1024,
+          "eval.tokens": 1 << 32, "optim.ns_steps": 100}
+
+
+def _check_finite(cfg: Config) -> None:
+    """Every float setting is a finite number: NaN or infinity would train to a diverged run, or
+    run forever, instead of failing here."""
+    for section, cls in SECTION_TYPES.items():
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, not {value}; "
+                                  f"the default is {f.default}.")
+
+
 def validate(cfg: Config) -> None:
     """Reject combinations that cannot train, each with a sentence naming the fix."""
     m, d, t, o, s, e = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.schedule, cfg.eval
+    _check_finite(cfg)
+    if not 0 <= cfg.seed < SEED_LIMIT:
+        raise ConfigError(f"seed must be in [0, 2**32), not {cfg.seed}; e.g. seed=1.")
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
         "model.d_ff": m.d_ff, "data.seq_len": d.seq_len, "data.batch_size": d.batch_size,
@@ -335,6 +359,13 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive, not {value}.")
+        if key in MAXIMA and value > MAXIMA[key]:
+            raise ConfigError(f"{key} = {value:,} is above ablab's limit of {MAXIMA[key]:,}; "
+                              "check it for a slip (an extra digit).")
+    strictly_positive = {"model.rope_base": m.rope_base, "model.init_std": m.init_std, "optim.eps": o.eps}
+    for key, value in strictly_positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be above 0, not {value}.")
     non_negative = {
         "train.max_steps": t.max_steps, "train.max_tokens": t.max_tokens, "train.max_seconds": t.max_seconds,
         "schedule.warmup_steps": s.warmup_steps, "eval.every": e.every, "model.prores_steps": m.prores_steps,

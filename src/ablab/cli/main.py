@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ablab import config as config_mod
+from ablab.cli import boundary
 from ablab.cli.analysis import analysis_app
 from ablab.cli.common import LabOpt, console, lab_dir
 from ablab.cli.evals import evals_app
@@ -33,6 +33,12 @@ app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder
 app.add_typer(report_app)  # report
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=boundary.print_version,
+                                       help="Print ablab's version and exit.")) -> None:
+    """ablab: disciplined research on tiny language models."""
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file or preset name (quickstart, small, medium, …).")
 OverridesArg = typer.Argument(None, help="Overrides as section.key=value, e.g. model.d_model=256.", show_default=False)
@@ -70,7 +76,7 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 
     Example: `ablab data prepare wikitext-2 --tokenizer bpe --vocab-size 8192`
     """
-    from ablab.data import prepare_data
+    from ablab.data.tokens import prepare_data
 
     cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
                                  f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}"])
@@ -281,15 +287,4 @@ def _report(outcome) -> None:
 
 
 def main() -> None:
-    try:
-        code = app(standalone_mode=False)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except click.exceptions.UsageError as err:
-        err.show()
-        sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        err_console.print("stopped.")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(boundary.run(app))

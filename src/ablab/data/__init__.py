@@ -7,14 +7,17 @@
     tokenizer = load_tokenizer(prepared.dir)     # later, e.g. to sample from a finished run
 """
 
-from ablab.data.cache import cache_dir
-from ablab.data.corpora import CorpusText, load_corpus
-from ablab.data.registry import CORPORA
-from ablab.data.sampler import BatchSampler, val_batches
-from ablab.data.tokenizer import Tokenizer, load_tokenizer
-from ablab.data.tokens import PreparedData, prepare_data
+import importlib
 
-__all__ = [
-    "CORPORA", "BatchSampler", "CorpusText", "PreparedData", "Tokenizer",
-    "cache_dir", "load_corpus", "load_tokenizer", "prepare_data", "val_batches",
-]
+# Each name is imported from its module on first use, so that `ablab.data.cache` (which the command
+# line's error boundary finds the crash-report folder with) does not pull in torch via the sampler.
+_HOME = {"cache_dir": "cache", "CorpusText": "corpora", "load_corpus": "corpora", "CORPORA": "registry",
+         "BatchSampler": "sampler", "val_batches": "sampler", "Tokenizer": "tokenizer",
+         "load_tokenizer": "tokenizer", "PreparedData": "tokens", "prepare_data": "tokens"}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'ablab.data' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"ablab.data.{_HOME[name]}"), name)

@@ -17,7 +17,7 @@ import string
 import numpy as np
 import torch
 
-from ablab.data import Tokenizer
+from ablab.data.tokenizer import Tokenizer
 from ablab.errors import UserError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -26,7 +26,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from ablab.data import Tokenizer
+from ablab.data.tokenizer import Tokenizer
 from ablab.errors import UserError
 from ablab.evals.loglik import loglikelihood
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ablab.data import Tokenizer
+from ablab.data.tokenizer import Tokenizer
 from ablab.errors import UserError
 
 

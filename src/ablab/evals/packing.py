@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablab.data import Tokenizer
+from ablab.data.tokenizer import Tokenizer
 from ablab.evals.loglik import encode_pair, loglikelihood, summed_logprobs
 
 

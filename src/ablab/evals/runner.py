@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ablab.data import Tokenizer
+from ablab.data.tokenizer import Tokenizer
 from ablab.evals.scoring import TaskNotEncodable, TaskResult, encodable, evaluate_task
 from ablab.evals.specfile import resolve_tasks, task_names
 from ablab.evals.tasks import TaskSpec, load_examples

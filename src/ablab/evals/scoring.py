@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ablab.data import Tokenizer
+from ablab.data.tokenizer import Tokenizer
 from ablab.errors import DataError, UserError
 from ablab.evals.generation import bootstrap_stderr, exact_match, generate_until, token_f1
 from ablab.evals.loglik import loglikelihood

@@ -13,6 +13,7 @@ and studies (save_*, update_*, link_study_run); benchmark results (record_evals)
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -354,7 +355,7 @@ class Ledger:
                 " (run_id, step, task, task_version, num_fewshot, example_limit, seed)"
                 " DO UPDATE SET created_at = excluded.created_at, data = excluded.data",
                 [(*(row[k] for k in EVAL_KEY), row["created_at"],
-                  json.dumps(row["data"], sort_keys=True, separators=(",", ":"))) for row in rows])
+                  _dump(row["data"])) for row in rows])
 
     def evals(self, run_ids: list[str] | None = None, task: str | None = None) -> list[dict]:
         """Stored benchmark results, by run, step and task, oldest evaluation first within a key."""
@@ -377,7 +378,7 @@ class Ledger:
         with self._write():
             cursor = self.conn.execute(
                 "INSERT INTO scaling_fits (name, baseline, kind, convention, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (name, baseline, kind, convention, at, json.dumps(data, sort_keys=True, separators=(",", ":"))))
+                (name, baseline, kind, convention, at, _dump(data)))
         return int(cursor.lastrowid)
 
     def fits(self, name: str | None = None, baseline: str | None = None, kind: str | None = None) -> list[dict]:
@@ -409,7 +410,19 @@ class _Transaction:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """JSON for the database. A NaN or infinity (a diverged loss, a bad measurement) is stored as
+    null: SQLite's JSON functions reject those tokens, and one of them would break every query."""
+    return json.dumps(_finite(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _run_from_row(row: sqlite3.Row, tags: list[str]) -> Run:

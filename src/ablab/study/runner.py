@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ablab import config as config_mod
 from ablab.analysis import stats
 from ablab.config import Config
-from ablab.data import prepare_data
+from ablab.data.tokens import prepare_data
 from ablab.errors import UserError
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.executors import base as executors

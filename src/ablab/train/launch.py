@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ablab.config import Config, config_hash
-from ablab.data import PreparedData, prepare_data
+from ablab.data.tokens import PreparedData, prepare_data
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance

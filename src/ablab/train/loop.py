@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 from ablab.config import Config
-from ablab.data import BatchSampler, PreparedData, prepare_data, val_batches
+from ablab.data.sampler import BatchSampler, val_batches
+from ablab.data.tokens import PreparedData, prepare_data
 from ablab.errors import CheckpointError
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.model.gpt import GPT

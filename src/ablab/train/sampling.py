@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ablab.data import Tokenizer, prepare_data
+from ablab.data.tokenizer import Tokenizer
+from ablab.data.tokens import prepare_data
 from ablab.errors import CheckpointError, UserError
 from ablab.model.gpt import GPT
 from ablab.store import checkpoint
