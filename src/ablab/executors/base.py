@@ -1,7 +1,8 @@
 """Executors: where a study's runs execute, never what they compute.
 
-The driver (ablab.study.runner) decides every cell before it is dispatched (skip, resume, reuse by
-content key, or start) and turns the rest into Tasks. An executor runs Tasks and yields a Result for
+The driver (ablab.study.runner, through ablab.train.launch.decide) decides every cell before it is
+dispatched (skip, resume, reuse by content key, or start) and turns the rest into Tasks, whose
+workers train them through ablab.train.launch.open_training. An executor runs Tasks and yields a Result for
 each, in the order they end:
 
     executor = executors.get("local", workers=2, retry=Retry(count=1))

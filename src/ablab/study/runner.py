@@ -1,6 +1,6 @@
 """Plan, run and judge a study: the verification view, every arm over the same seeds, a verdict.
 
-Runs go through ablab.train.loop, so a finished run with the same content key is reused (the baseline's
+Runs go through ablab.train.launch, so a finished run with the same content key is reused (the baseline's
 own runs included) and an interrupted one is resumed; re-running a study trains only what is missing.
 """
 
@@ -143,10 +143,11 @@ def _decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study
     tasks: list[executors.Task] = []
     keys: dict[int, list[tuple[str, int]]] = {}
     by_content: dict[str, int] = {}
+    links = ledger.study_runs(study)  # read once: this loop only links cells it has not read yet
     for seed in seeds:
         for arm in study_arms:
             cell = (arm.name, seed)
-            linked = ledger.study_runs(study).get(cell)
+            linked = links.get(cell)
             run = ledger.runs(ids=[linked])[0] if linked and ledger.has_run(linked) else None
             if run is not None and run.status in ("finished", "diverged"):
                 continue
