@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ABLAB
 
 from ablab import config as C
 from ablab.errors import ConfigError
 from ablab.store.ledger import Ledger, Run
 from ablab.store.record import now_iso
+
+from conftest import ABLAB
 
 # Usage errors of the CLI library itself: each names the problem and the help to read.
 USAGE = [

@@ -35,9 +35,9 @@ class ModelConfig:
     n_layers: int = 4  # transformer blocks
     n_heads: int = 4  # attention heads; d_model must divide evenly
     d_ff: int = 512  # hidden width of the MLP (per branch for SwiGLU)
-    norm: Literal["rmsnorm", "layernorm", "none"] = "rmsnorm"
+    norm: Literal["rmsnorm", "layernorm", "none"] = "rmsnorm"  # the normalisation layer in each block
     norm_position: Literal["pre", "post"] = "pre"  # norm before each sublayer, or after the residual add
-    positions: Literal["rope", "learned", "none"] = "rope"
+    positions: Literal["rope", "learned", "none"] = "rope"  # rotary, a learned table, or no position signal
     mlp: Literal["swiglu", "gelu", "relu2", "silu"] = "swiglu"  # silu: ungated, for the SwiGLU ablation
     qk_norm: bool = False  # RMS-normalise queries and keys per head before attention
     tie_embeddings: bool = False  # output head shares the token embedding matrix
@@ -57,16 +57,16 @@ class OptimConfig:
     momentum: float = 0.95  # Muon momentum
     nesterov: bool = True  # Nesterov momentum in Muon
     ns_steps: int = 5  # Newton-Schulz iterations that orthogonalise Muon's update
-    beta1: float = 0.9  # AdamW
-    beta2: float = 0.95  # AdamW
-    eps: float = 1e-8  # AdamW
+    beta1: float = 0.9  # AdamW's first-moment (mean) decay
+    beta2: float = 0.95  # AdamW's second-moment (variance) decay
+    eps: float = 1e-8  # AdamW's epsilon, added to the denominator
     weight_decay: float = 0.0  # decoupled weight decay on hidden matrices
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
 
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
+    name: Literal["cosine", "linear", "wsd", "constant"] = "cosine"  # lr shape after warmup; wsd: warmup-stable-decay
     warmup_steps: int = 50  # linear warmup from 0
     min_lr_ratio: float = 0.1  # final lr as a fraction of peak (cosine, linear, wsd)
     decay_fraction: float = 0.2  # wsd: fraction of training spent decaying at the end
@@ -75,7 +75,7 @@ class ScheduleConfig:
 @dataclass
 class DataConfig:
     corpus: str = "tiny-shakespeare"  # a corpus name, or a path to a .txt, a folder of .txt, or a .jsonl
-    tokenizer: Literal["char", "byte", "bpe"] = "char"
+    tokenizer: Literal["char", "byte", "bpe"] = "char"  # char: a token per character; byte: per byte; bpe: trained
     vocab_size: int = 4096  # bpe only: vocabulary size to train
     text_field: str = "text"  # jsonl only: the field holding each document's text
     val_fraction: float = 0.1  # held out for validation when the corpus has no validation split
@@ -89,7 +89,7 @@ class TrainConfig:
     max_tokens: int = 0  # stop after this many training tokens; 0 = no token limit
     max_seconds: float = 0.0  # stop after this much training wall-clock; 0 = no time limit
     grad_accum: int = 1  # micro-batches per optimizer step
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, else CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model
     spike_factor: float = 3.0  # a train loss above this many times the running median is a spike event
@@ -324,11 +324,86 @@ def replace(cfg: Config, changes: dict[str, Any]) -> Config:
 
 
 SEED_LIMIT = 2**32  # seeds are NumPy and torch generator seeds: [0, 2**32)
-# Upper bounds far above any model ablab is for, so that a slip (an extra digit, 2**40) is refused
-# here in one sentence, before a run record exists, not as an out-of-memory error half way.
-MAXIMA = {"model.d_model": 1 << 16, "model.n_layers": 1024, "model.n_heads": 1024, "model.d_ff": 1 << 20,
-          "data.seq_len": 1 << 20, "data.batch_size": 1 << 16, "train.grad_accum": 1 << 16, "train.nproc": 1024,
-          "eval.tokens": 1 << 32, "optim.ns_steps": 100}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one numeric setting may take: from `low` to `high`, each end included unless
+    marked open. A `cap` is a high end that is a sanity limit, not a meaning: far above any model
+    ablab is for, so that a slip (an extra digit, 2**40) is refused in one sentence before a run
+    record exists, not as an out-of-memory error half way. `when` = (key, value): checked only
+    while that other setting has that value."""
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    cap: bool = False
+    when: tuple[str, Any] | None = None
+
+    def words(self) -> str:
+        """The range as the error messages say it: 'positive', 'above 0', 'in [0, 1)'."""
+        if self.high is None or self.cap:
+            if not self.low_open and self.low in (0, 1):
+                return "zero or positive" if self.low == 0 else "positive"
+            return f"{'above' if self.low_open else 'at least'} {_number(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+    def text(self) -> str:
+        """The range as `ablab config keys` lists it: '[1, 65,536]', '> 0', '[0, 1)'."""
+        if self.high is None:
+            shown = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            shown = (f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                     f"{')' if self.high_open else ']'}")
+        return shown + (f" when {self.when[0]} = {self.when[1]!r}" if self.when else "")
+
+    def check(self, key: str, value: float) -> None:
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            if self.cap:
+                raise ConfigError(f"{key} = {value:,} is above ablab's limit of {self.high:,}; "
+                                  "check it for a slip (an extra digit).")
+            self._refuse(key, value)
+        if value < self.low or (self.low_open and value == self.low):
+            self._refuse(key, value)
+
+    def _refuse(self, key: str, value: float) -> None:
+        when = f" when {self.when[0]} is {self.when[1]!r}" if self.when else ""
+        raise ConfigError(f"{key} must be {self.words()}{when}, not {value}.")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) and value >= 2**20 and value & (value - 1) == 0:
+        return f"2**{value.bit_length() - 1}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+POSITIVE, ABOVE_ZERO, NON_NEGATIVE, FRACTION = Range(1), Range(0, low_open=True), Range(0), Range(0, 1, high_open=True)
+
+# The range of every numeric setting: the one table that validate() checks and `ablab config keys`
+# lists. Every float must also be finite; checks that relate two settings are code in validate().
+RANGES: dict[str, Range] = {
+    "seed": Range(0, SEED_LIMIT, high_open=True),
+    "model.d_model": Range(1, 1 << 16, cap=True), "model.n_layers": Range(1, 1024, cap=True),
+    "model.n_heads": Range(1, 1024, cap=True), "model.d_ff": Range(1, 1 << 20, cap=True),
+    "model.rope_base": ABOVE_ZERO, "model.init_std": ABOVE_ZERO, "model.dropout": FRACTION,
+    "model.prores_steps": NON_NEGATIVE,
+    "optim.lr": ABOVE_ZERO, "optim.adamw_lr": ABOVE_ZERO, "optim.momentum": FRACTION, "optim.beta1": FRACTION,
+    "optim.beta2": FRACTION, "optim.eps": ABOVE_ZERO, "optim.ns_steps": Range(1, 100, cap=True),
+    "optim.weight_decay": NON_NEGATIVE, "optim.grad_clip": NON_NEGATIVE,
+    "schedule.warmup_steps": NON_NEGATIVE, "schedule.min_lr_ratio": Range(0, 1),
+    "schedule.decay_fraction": Range(0, 1, low_open=True),
+    "data.vocab_size": Range(257, 1_000_000, when=("data.tokenizer", "bpe")),
+    "data.val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.seq_len": Range(1, 1 << 20, cap=True), "data.batch_size": Range(1, 1 << 16, cap=True),
+    "train.max_steps": NON_NEGATIVE, "train.max_tokens": NON_NEGATIVE, "train.max_seconds": NON_NEGATIVE,
+    "train.grad_accum": Range(1, 1 << 16, cap=True), "train.spike_factor": Range(1, low_open=True),
+    "train.peak_flops": NON_NEGATIVE, "train.threads": NON_NEGATIVE, "train.nproc": Range(1, 1024, cap=True),
+    "train.log_every": POSITIVE, "train.checkpoint_every": POSITIVE, "train.keep_checkpoints": POSITIVE,
+    "eval.every": NON_NEGATIVE, "eval.tokens": Range(1, 1 << 32, cap=True), "eval.tasks_every": NON_NEGATIVE,
+    "eval.tasks_limit": NON_NEGATIVE, "eval.tasks_fewshot": NON_NEGATIVE,
+}
+MAXIMA = {key: allowed.high for key, allowed in RANGES.items() if allowed.cap}  # the size caps alone
 
 
 def _check_finite(cfg: Config) -> None:
@@ -343,39 +418,19 @@ def _check_finite(cfg: Config) -> None:
                                   f"the default is {f.default}.")
 
 
+def _value(cfg: Config, key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
 def validate(cfg: Config) -> None:
-    """Reject combinations that cannot train, each with a sentence naming the fix."""
-    m, d, t, o, s, e = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.schedule, cfg.eval
+    """Reject values outside their RANGES and combinations that cannot train, each with a sentence
+    naming the fix."""
+    m, d, t = cfg.model, cfg.data, cfg.train
     _check_finite(cfg)
-    if not 0 <= cfg.seed < SEED_LIMIT:
-        raise ConfigError(f"seed must be in [0, 2**32), not {cfg.seed}; e.g. seed=1.")
-    positive = {
-        "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
-        "model.d_ff": m.d_ff, "data.seq_len": d.seq_len, "data.batch_size": d.batch_size,
-        "train.grad_accum": t.grad_accum, "train.nproc": t.nproc, "train.log_every": t.log_every,
-        "train.checkpoint_every": t.checkpoint_every, "train.keep_checkpoints": t.keep_checkpoints,
-        "optim.ns_steps": o.ns_steps, "eval.tokens": e.tokens,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, not {value}.")
-        if key in MAXIMA and value > MAXIMA[key]:
-            raise ConfigError(f"{key} = {value:,} is above ablab's limit of {MAXIMA[key]:,}; "
-                              "check it for a slip (an extra digit).")
-    strictly_positive = {"model.rope_base": m.rope_base, "model.init_std": m.init_std, "optim.eps": o.eps}
-    for key, value in strictly_positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be above 0, not {value}.")
-    non_negative = {
-        "train.max_steps": t.max_steps, "train.max_tokens": t.max_tokens, "train.max_seconds": t.max_seconds,
-        "schedule.warmup_steps": s.warmup_steps, "eval.every": e.every, "model.prores_steps": m.prores_steps,
-        "optim.weight_decay": o.weight_decay, "optim.grad_clip": o.grad_clip, "train.threads": t.threads,
-        "train.peak_flops": t.peak_flops, "eval.tasks_every": e.tasks_every, "eval.tasks_limit": e.tasks_limit,
-        "eval.tasks_fewshot": e.tasks_fewshot,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{key} must be zero or positive, not {value}.")
+    for key, allowed in RANGES.items():
+        if allowed.when is None or _value(cfg, allowed.when[0]) == allowed.when[1]:
+            allowed.check(key, _value(cfg, key))
     if m.d_model % m.n_heads:
         raise ConfigError(
             f"model.d_model ({m.d_model}) is not divisible by model.n_heads ({m.n_heads}); "
@@ -386,8 +441,6 @@ def validate(cfg: Config) -> None:
             f"Rotary positions need an even head size, but d_model/n_heads = {m.d_model // m.n_heads}; "
             "change model.n_heads or model.d_model."
         )
-    if not 0 <= m.dropout < 1:
-        raise ConfigError(f"model.dropout must be in [0, 1), not {m.dropout}.")
     if m.layernorm_scaling and m.norm == "none":
         raise ConfigError("model.layernorm_scaling scales a norm's output, so it needs model.norm other than 'none'.")
     if d.batch_size % t.nproc:
@@ -395,20 +448,6 @@ def validate(cfg: Config) -> None:
                           "each process takes an equal share, so pick a multiple of train.nproc.")
     if t.max_steps == 0 and t.max_tokens == 0 and t.max_seconds == 0:
         raise ConfigError("No stopping rule: set train.max_steps, train.max_tokens or train.max_seconds above 0.")
-    if not 0 <= s.min_lr_ratio <= 1:
-        raise ConfigError(f"schedule.min_lr_ratio must be between 0 and 1, not {s.min_lr_ratio}.")
-    if not 0 < s.decay_fraction <= 1:
-        raise ConfigError(f"schedule.decay_fraction must be in (0, 1], not {s.decay_fraction}.")
-    if not 0 < d.val_fraction < 1:
-        raise ConfigError(f"data.val_fraction must be between 0 and 1, not {d.val_fraction}.")
-    if d.tokenizer == "bpe" and not 257 <= d.vocab_size <= 1_000_000:
-        raise ConfigError(f"data.vocab_size for BPE must be between 257 and 1,000,000, not {d.vocab_size}.")
-    if o.lr <= 0 or o.adamw_lr <= 0:
-        raise ConfigError("optim.lr and optim.adamw_lr must be positive.")
-    if not 0 <= o.momentum < 1 or not 0 <= o.beta1 < 1 or not 0 <= o.beta2 < 1:
-        raise ConfigError("optim.momentum, optim.beta1 and optim.beta2 must be in [0, 1).")
-    if t.spike_factor <= 1:
-        raise ConfigError(f"train.spike_factor must be above 1, not {t.spike_factor}.")
 
 
 def _divisor_near(n: int, target: int) -> int:

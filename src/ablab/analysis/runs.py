@@ -11,6 +11,7 @@ import csv
 import difflib
 import io
 import json
+import math
 import shlex
 import typing
 from dataclasses import dataclass
@@ -60,24 +61,27 @@ def open_ledger(lab: Path) -> Ledger:
 # -- ablab runs ---------------------------------------------------------------------------------------
 def list_runs(lab: Path, status: str | None = None, name: str | None = None, tag: str | None = None,
               where: typing.Sequence[str] = (), sort: str | None = None, desc: bool = False,
-              limit: int | None = None) -> Table:
-    """Runs as rows of COLUMNS, filtered like Ledger.runs and sorted by a column or final metric
-    (`-key` or desc=True for descending; runs lacking it go last). Without a sort, runs are oldest
-    first and `limit` keeps the newest; with one, `limit` keeps the first rows."""
+              limit: int | None = None, config_columns: typing.Sequence[str] = ()) -> Table:
+    """Runs as rows of COLUMNS plus `config_columns` (dotted config keys, e.g. model.d_model),
+    filtered like Ledger.runs and sorted by a column or final metric (`-key` or desc=True for
+    descending; runs lacking it go last). Without a sort, runs are oldest first and `limit` keeps
+    the newest; with one, `limit` keeps the first rows."""
     if status is not None and status not in STATUSES:
         raise UserError(f"Status '{status}' is not one of {', '.join(STATUSES)}; pick one of those.")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, not {limit}.")
     filters = parse_where(where)
+    extra = check_config_columns(config_columns)
+    columns = list(COLUMNS) + extra
     if not ledger_path(lab).exists():  # no runs yet; listing must not create a ledger
-        return Table(list(COLUMNS), [])
+        return Table(columns, [])
     with Ledger(lab) as ledger:
         found = ledger.summaries(status=status, name=name, tag=tag, where=filters)
-    rows = [_row(run) for run in found]
-    columns = list(COLUMNS)
+        values = ledger.config_values(extra)
+    rows = [_row(run) | dict(zip(extra, values.get(run["id"], []))) for run in found]
     if sort:
         key, desc = (sort[1:], True) if sort.startswith("-") else (sort, desc)
-        _check_sort_key(key, found)
+        _check_sort_key(key, found, extra)
         if key not in columns:  # a final metric: show the numbers the order comes from
             columns.append(key)
             for row, run in zip(rows, found):
@@ -109,8 +113,20 @@ def parse_where(items: typing.Sequence[str]) -> dict[str, Any]:
     return found
 
 
-def _check_sort_key(key: str, summaries: list[dict]) -> None:
-    known = set(COLUMNS) | set(FINAL_METRICS) | {k for s in summaries for k in s["result"].get("final", {})}
+def check_config_columns(keys: typing.Sequence[str]) -> list[str]:
+    """Dotted config keys asked for as extra columns, each once, in the order given; an unknown
+    one is refused with a did-you-mean."""
+    known = config_mod.flat_keys()
+    for key in keys:
+        if key not in known:
+            raise UserError(f"--columns: '{key}' is not a config key.{config_mod.did_you_mean(key, known)} "
+                            "`ablab config keys` lists them.")
+    return list(dict.fromkeys(keys))
+
+
+def _check_sort_key(key: str, summaries: list[dict], extra: typing.Sequence[str] = ()) -> None:
+    known = set(COLUMNS) | set(FINAL_METRICS) | set(extra)
+    known |= {k for s in summaries for k in s["result"].get("final", {})}
     if key not in known:
         match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
         hint = f" Did you mean '{match[0]}'?" if match else ""
@@ -146,19 +162,59 @@ def render(table: Table, fmt: str) -> str:
     """The table as csv, json (a list of objects), or a markdown pipe table. ("table", the rich
     terminal table, is drawn by the CLI.)"""
     if fmt == "json":
-        return json.dumps([{k: row.get(k) for k in table.columns} for row in table.rows], indent=2)
+        return to_json([{k: row.get(k) for k in table.columns} for row in table.rows])
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(table.columns)
         for row in table.rows:
-            writer.writerow([";".join(v) if isinstance(v, list) else ("" if v is None else v)
-                             for v in (row.get(k) for k in table.columns)])
+            writer.writerow([_csv_value(row.get(key)) for key in table.columns])
         return out.getvalue().rstrip("\n")
     if fmt == "markdown":
         return "\n".join(markdown_table(table.columns, [[cell(k, row.get(k)) for k in table.columns]
                                                         for row in table.rows]))
     raise UserError(f"Format '{fmt}' is not one of {', '.join(FORMATS)}; pick one of those.")
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()  # as in json and the other formats
+    return "" if value is None else value
+
+
+def to_json(value: Any) -> str:
+    """One JSON document that any JSON reader parses (what every `--json` prints): a NaN or
+    infinity becomes null, a value JSON has no form for (a path, a date) its text."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def as_document(sections: dict[str, Table]) -> dict[str, Any]:
+    """Titled sections (from show or diff) as one JSON-ready document: a key/value section becomes
+    an object (its keys with underscores for spaces: `stop_reason`, `final_val_loss`), any other a
+    list of row objects; `config [model]` and the like nest under `config`."""
+    document: dict[str, Any] = {}
+    for title, table in sections.items():
+        if table.columns[:2] == ["key", "value"]:
+            content: Any = {row["key"].replace(" ", "_"): row["value"] for row in table.rows}
+        else:
+            content = [{key: row.get(key) for key in table.columns} for row in table.rows]
+        if title.startswith("config ["):
+            document.setdefault("config", {})[title[len("config ["):-1]] = content
+        else:
+            document[title] = content
+    return document
 
 
 def markdown_table(columns: typing.Sequence[str], rows: typing.Iterable[typing.Sequence[Any]]) -> list[str]:
@@ -281,6 +337,17 @@ def add_note(lab: Path, ref: str, text: str) -> str:
         run_id = ledger.resolve(ref)
         ledger.add_note(run_id, text.strip(), now_iso())
     return run_id
+
+
+def remove_tag(lab: Path, ref: str, tag: str) -> str:
+    """Take a tag off a run; returns the run's full id. A tag the run does not have is an error
+    that names the tags it has."""
+    with open_ledger(lab) as ledger:
+        run = ledger.run(ref)
+        if not ledger.remove_tag(run.id, tag):
+            has = f"its tags are {', '.join(run.tags)}" if run.tags else "it has no tags"
+            raise UserError(f"Run {run.id} has no tag '{tag}' ({has}); name one of its tags to remove.")
+    return run.id
 
 
 def add_tag(lab: Path, ref: str, tag: str) -> str:

@@ -19,6 +19,7 @@ from ablab.analysis import scaling
 from ablab.analysis.scaling import PowerLawFit
 from ablab.analysis.scaling_laws import CONVENTIONS, compute
 from ablab.errors import UserError
+from ablab.lab import read_user_text
 from ablab.store.ledger import Ledger, Run
 from ablab.store.record import now_iso
 
@@ -81,13 +82,9 @@ def csv_points(path: Path, n: str | None = None, d: str | None = None, compute: 
     """Points from a CSV with named columns: loss, and N and D (compute is then 6ND), or compute
     (with N and D optional: a compute-only law L(C) needs no more)."""
     check_convention(convention)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path} does not exist; pass a CSV file with a header row naming its columns.")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise UserError(f"{path} has no data rows; add one row per (N, D, loss) point under a header.")
-    columns = rows[0].keys()
+    rows, columns = _csv_rows(path)
     for role, name in (("loss", loss), ("N", n), ("D", d), ("compute", compute)):
         if name is not None and name not in columns:
             raise UserError(f"{path} has no column '{name}' for {role} (columns: {', '.join(columns)}); "
@@ -96,15 +93,41 @@ def csv_points(path: Path, n: str | None = None, d: str | None = None, compute: 
         raise UserError("A CSV fit needs --n-column and --d-column (compute is then 6ND), or --compute-column "
                         "(required for any other convention).")
     points = Points(convention=convention, embeddings=embeddings, source=str(path))
-    for number, row in enumerate(rows, start=2):
-        try:
-            values = {key: float(row[col]) if col else math.nan for key, col in
-                      (("n", n), ("d", d), ("c", compute), ("loss", loss))}
-        except ValueError:
-            raise UserError(f"{path} line {number} has a value that is not a number; fix or remove that line.") from None
+    for number, row in rows:
+        values = {key: _positive_cell(path, number, col, row[col]) if col else math.nan for key, col in
+                  (("n", n), ("d", d), ("c", compute), ("loss", loss))}
         c = values["c"] if compute else 6 * values["n"] * values["d"]
         points.add(values["n"], values["d"], c, values["loss"], f"line {number}")
     return points
+
+
+def _csv_rows(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """(line number, row) for each data row of a CSV file, and its header's columns; a binary file, a
+    row whose cell count differs from the header's, or no rows is a UserError naming the file and line."""
+    reader = csv.reader(read_user_text(path, "CSV file").splitlines())
+    try:
+        header = next(reader, [])
+        lines = [(reader.line_num, cells) for cells in reader if cells]
+    except csv.Error as err:  # e.g. a NUL byte
+        raise UserError(f"{path} line {reader.line_num} is not CSV ({err}); give a text CSV file with a header row.") from None
+    if not header or not lines:
+        raise UserError(f"{path} has no data rows; add one row per (N, D, loss) point under a header.")
+    for number, cells in lines:
+        if len(cells) != len(header):
+            raise UserError(f"{path} line {number} has {len(cells)} cells but the header has {len(header)}; "
+                            "give every row one value per column.")
+    return [(number, dict(zip(header, cells))) for number, cells in lines], header
+
+
+def _positive_cell(path: Path, number: int, column: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{path} line {number}, column {column}: {text!r} is not a positive number; fix or remove "
+                        "that line.")
+    return value
 
 
 KINDS = ("compute", "params", "chinchilla", "isoflop")

@@ -316,6 +316,9 @@ def fit_chinchilla(n_params: Values, tokens: Values, loss: Values, embeddings: b
     if losses.size < 6:
         raise UserError(f"A Chinchilla fit needs at least 6 (N, D, loss) points to fit 5 parameters; got "
                         f"{losses.size}; add runs (e.g. with `ablab ladder`).")
+    if np.unique(n).size < 3 or np.unique(d).size < 3:  # else A, alpha (or B, beta) and E trade off freely
+        raise UserError(f"A Chinchilla fit needs at least 3 distinct sizes N and 3 distinct token counts D; got "
+                        f"{np.unique(n).size} and {np.unique(d).size}; add runs of other sizes and budgets.")
     log_x, log_loss = np.column_stack([np.log(n), np.log(d)]), np.log(losses)
     starts = CHINCHILLA_GRID if grid is None else grid
     with _one_blas_thread():

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from ablab.cli.common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, console, lab_dir,
-                              make_executor, number_list)
+                              make_executor, number_list, seed_list)
+from ablab.lab import check_output_path
 
 analysis_app = typer.Typer()
 
@@ -28,6 +29,8 @@ def correlate(study: Optional[str] = typer.Option(None, help="Only this study's 
     """
     from ablab.analysis.crossrun import correlations
 
+    if out is not None:
+        check_output_path(out)
     table = correlations(lab_dir(lab), study, tag, method, metric)
     width = max(len(n) for n in table.names) + 2
     console.print(f"{method} correlations over {table.runs} runs (pairwise complete)")
@@ -127,6 +130,8 @@ def scaling_gain(study: Optional[str] = typer.Argument(None, help="Study whose a
     """
     from ablab.analysis.crossrun import arm_gains
 
+    if out is not None:
+        check_output_path(out)
     gains, trend, fitted = arm_gains(lab_dir(lab), study, run_id, law)
     console.print(f"against L(C) = {fitted.E:.4g} + {fitted.A:.4g} C^-{fitted.alpha:.4g} ({fitted.convention}), "
                   f"fitted over C in [{fitted.x_min:.3g}, {fitted.x_max:.3g}]", soft_wrap=True)
@@ -164,14 +169,16 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
 
     Example: `ablab ladder cpu@2026-11-21 --sizes 64x2,96x3,128x4 --flops 2e12,6e12,2e13 --yes`
     """
+    from ablab.analysis.scaling_data import check_convention
     from ablab.api import Lab
     from ablab.study.ladder import parse_sizes
 
+    check_convention(convention)  # now, not after the ladder has trained
     runner = make_executor(executor, workers, retries, retry_on, lab_dir(lab), address)
     the_lab = Lab(lab_dir(lab))
     plan = the_lab.ladder_plan(ref, parse_sizes(sizes), number_list(flops, "flops") or None,
                                number_list(tokens, "tokens", int, "16384,65536") or None,
-                               number_list(seeds, "seeds", int, "0,1,2") or None)
+                               seed_list(seeds) or None)
     for rung in plan.rungs:
         budget = f"{rung.flops:.3g} FLOPs" if rung.flops else "token budget"
         console.print(f"{rung.name:<18} {rung.non_embedding_params:>12,} params {rung.tokens:>14,} tokens  ({budget})")
@@ -201,6 +208,8 @@ def dynamics(run_id: str = typer.Argument(..., help="Run id (a unique prefix is 
     """
     from ablab.analysis.crossrun import dynamics as run_dynamics
 
+    if out is not None:
+        check_output_path(out)
     d = run_dynamics(lab_dir(lab), run_id)
     if d.fit is not None:
         f = d.fit

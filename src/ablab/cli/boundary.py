@@ -5,6 +5,7 @@ that holds the traceback, and exit 1. No traceback ever reaches the terminal."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import sys
 import traceback
@@ -66,12 +67,16 @@ def write_crash_report() -> Path:
     """Write the exception being handled, with the command and versions, to a new crash report."""
     folder = crash_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = folder / f"crash-{stamp}-{os.getpid()}.txt"
-    path.write_text(f"ablab {ablab.__version__}, Python {sys.version.split()[0]}\n"
-                    f"command: {' '.join(sys.argv)}\ncwd: {os.getcwd()}\n\n{traceback.format_exc()}",
-                    encoding="utf-8")
-    return path
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    for n in itertools.count():  # exclusive creation: two crashes never share a report
+        path = folder / f"crash-{stamp}-{os.getpid()}{f'-{n}' if n else ''}.txt"
+        try:
+            with path.open("x", encoding="utf-8") as report:
+                report.write(f"ablab {ablab.__version__}, Python {sys.version.split()[0]}\n"
+                             f"command: {' '.join(sys.argv)}\ncwd: {os.getcwd()}\n\n{traceback.format_exc()}")
+            return path
+        except FileExistsError:
+            continue
 
 
 def print_version(value: bool) -> None:

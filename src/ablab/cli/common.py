@@ -3,15 +3,21 @@ Imported by cli* only."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
-from ablab.lab import find_lab
+from ablab.config import SEED_LIMIT
+from ablab.errors import UserError
+from ablab.lab import find_lab, require_lab
 
-console = Console()
+# Lines are never wrapped by rich (the terminal wraps them), so a path or a run id printed stays whole
+# and can be copied or grepped; tables still fit the terminal's width.
+console = Console(soft_wrap=True)
 LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
 
 # Where a study's or a ladder's runs execute (ablab.executors.base).
@@ -28,17 +34,45 @@ RetryOnOpt = typer.Option("Exception", help="Comma-separated exception class nam
 
 
 def lab_dir(lab: Optional[Path]) -> Path:
-    """The --lab folder, else the nearest folder with ablab.toml, else the current one."""
-    return lab.resolve() if lab else find_lab()
+    """The --lab folder (which must be a lab: a typo must not become a new ledger), else the nearest
+    folder with ablab.toml, else the current one."""
+    return require_lab(lab.resolve()) if lab else find_lab()
+
+
+def bounded(low: float | None = None, high: float | None = None, example: Any = None) -> Callable:
+    """An option callback refusing a number outside [low, high], or NaN or infinity, with one sentence
+    naming the option and a valid value (`example`, else the default), before the command does any
+    work. None (an option left unset) passes."""
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        if value is None or (math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)):
+            return value
+        name = max(param.opts, key=len)
+        if low is not None and high is not None:
+            allowed = f"between {low:,} and {high:,}"
+        else:
+            allowed = f"at least {low:,}" if low is not None else f"at most {high:,}"
+        raise UserError(f"{name} must be a number {allowed}, not {value}; e.g. {name} "
+                        f"{param.default if example is None else example}.")
+    return check
+
+
+def seed_list(text: str, option: str = "seeds") -> list[int]:
+    """A comma-separated list of distinct seeds, each in [0, 2**32), or one sentence naming the option."""
+    seeds = number_list(text, option, int, "0,1,2")
+    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if bad:
+        raise UserError(f"--{option}: seed {bad[0]} is outside [0, 2**32); write e.g. --{option} 0,1,2.")
+    if len(set(seeds)) < len(seeds):
+        raise UserError(f"--{option} {text!r} repeats a seed; give each seed once, e.g. --{option} 0,1,2.")
+    return seeds
 
 
 def number_list(text: str, option: str, kind: type = float, example: str = "1e13,3e13,1e14") -> list:
     """A comma-separated option value as numbers of `kind`, or one sentence naming the option."""
-    from ablab.errors import UserError
-
     def convert(v: str):
         number = float(v)
-        if kind is int and not number.is_integer():  # 1e5 is an integer token count; 0.5 is not a seed
+        # 1e5 is an integer token count; 0.5 is not a seed; nan and inf are no count at all
+        if not math.isfinite(number) or (kind is int and not number.is_integer()):
             raise ValueError(v)
         return kind(number)
 

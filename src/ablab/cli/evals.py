@@ -9,8 +9,9 @@ from typing import Optional
 
 import typer
 
-from ablab.cli.common import LabOpt, console, lab_dir
-from ablab.errors import UserError
+from ablab.cli.common import LabOpt, bounded, console, lab_dir
+from ablab.config import SEED_LIMIT
+from ablab.lab import check_output_path
 
 evals_app = typer.Typer()
 
@@ -19,10 +20,12 @@ evals_app = typer.Typer()
 def eval_run(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
              tasks: str = typer.Option("", "--tasks", "-t",
                                        help="Comma-separated tasks or suites (plan, choice), or .toml task files."),
-             limit: int = typer.Option(0, help="Examples per task, a subset drawn with --seed; 0 = all."),
-             fewshot: int = typer.Option(0, help="Solved examples before each prompt."),
-             seed: int = typer.Option(0, help="Seeds the subset and the few-shot draws."),
-             batch_size: int = typer.Option(16, help="Continuations scored per forward pass."),
+             limit: int = typer.Option(0, callback=bounded(0, example=500),
+                                       help="Examples per task, a subset drawn with --seed; 0 = all."),
+             fewshot: int = typer.Option(0, callback=bounded(0, 100, 5), help="Solved examples before each prompt."),
+             seed: int = typer.Option(0, callback=bounded(0, SEED_LIMIT - 1), help="Seeds the subset and the few-shot draws."),
+             batch_size: int = typer.Option(16, callback=bounded(1, 1 << 16),
+                                            help="Continuations scored per forward pass."),
              harness: Optional[str] = typer.Option(None, help="Run an lm-evaluation-harness task name or YAML "
                                                                "instead (the 'harness' extra)."),
              as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -106,7 +109,6 @@ def export_hf(run_id: str = typer.Argument(..., help="Run id (a unique prefix is
     """
     from ablab.train.export_hf import export_run
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; give a folder to write the checkpoint into.")
+    check_output_path(out, "OUT", folder=True)
     for path in export_run(lab_dir(lab), run_id, out):
         console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

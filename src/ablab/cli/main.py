@@ -13,21 +13,24 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from ablab import config as config_mod
 from ablab.cli import boundary
 from ablab.cli.analysis import analysis_app
-from ablab.cli.common import LabOpt, console, lab_dir
+from ablab.cli.common import LabOpt, bounded, console, lab_dir
+from ablab.cli.config import config_app
 from ablab.cli.evals import evals_app
 from ablab.cli.report import report_app
 from ablab.cli.runs import runs_app
 from ablab.cli.study import baseline_app, study_app
-from ablab.errors import UserError
-from ablab.lab import init_lab
+from ablab.lab import check_output_path, init_lab
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                   help="ablab: disciplined research on tiny language models.\n\n"
+                       "Shell completion: `ablab --install-completion` (bash, zsh, fish or PowerShell; "
+                       "`--show-completion` prints the script instead).\n\n"
                        "Example: `ablab run -c quickstart train.max_steps=200`")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare corpora.\n\nExample: `ablab data prepare tinystories`")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(study_app, name="study")
+app.add_typer(config_app, name="config")
 app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top-level commands
 app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder
@@ -70,17 +73,20 @@ def init(folder: Path = typer.Argument(Path("."), help="Where to create the lab.
 @data_app.command("prepare")
 def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.txt, folder of .txt, .jsonl)."),
                  tokenizer: str = typer.Option("char", help="char, byte or bpe."),
-                 vocab_size: int = typer.Option(4096, help="BPE vocabulary size."),
-                 seq_len: int = typer.Option(256, help="Only checked: both splits must hold a sequence.")) -> None:
+                 vocab_size: int = typer.Option(4096, callback=bounded(257, 1_000_000), help="BPE vocabulary size."),
+                 seq_len: int = typer.Option(256, callback=bounded(1, config_mod.MAXIMA["data.seq_len"]),
+                                             help="Only checked: both splits must hold a sequence.")) -> None:
     """Resolve, download if needed, tokenize and cache a corpus; print its fingerprint.
 
     Example: `ablab data prepare wikitext-2 --tokenizer bpe --vocab-size 8192`
     """
+    from ablab.data.sampler import BatchSampler, val_batches
     from ablab.data.tokens import prepare_data
 
     cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
                                  f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}"])
     prepared = prepare_data(cfg.data)
+    BatchSampler(prepared.train, seq_len, 1, 0), val_batches(prepared.val, seq_len, seq_len, 1)  # each split holds one
     for key in ("corpus", "source", "split", "n_train_tokens", "n_val_tokens", "val_bytes"):
         console.print(f"{key:>16}: {prepared.meta.get(key)}")
     console.print(f"{'vocab_size':>16}: {prepared.tokenizer.vocab_size}")
@@ -92,7 +98,8 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
         name: str = typer.Option("", "--name", help="A name for the run (cosmetic)."),
         force: bool = typer.Option(False, "--force", help="Train even if an identical run already finished."),
-        nproc: Optional[int] = typer.Option(None, "--nproc", help="Data-parallel processes (train.nproc); "
+        nproc: Optional[int] = typer.Option(None, "--nproc", callback=bounded(1, config_mod.MAXIMA["train.nproc"], 2),
+                                            help="Data-parallel processes (train.nproc); "
                                             "data.batch_size must divide by it."),
         log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
     """Train one run of a config with overrides, and write its record under `.ablab/runs/<id>/`.
@@ -123,7 +130,8 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
 
 @app.command()
 def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-           nproc: Optional[int] = typer.Option(None, "--nproc", help="Data-parallel processes (default: as "
+           nproc: Optional[int] = typer.Option(None, "--nproc", callback=bounded(1, config_mod.MAXIMA["train.nproc"], 2),
+                                               help="Data-parallel processes (default: as "
                                                "the run was trained); data.batch_size must divide by it."),
            log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
     """Continue an interrupted run from its newest intact checkpoint, to the same result.
@@ -140,9 +148,9 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
         record = RunRecord.open(lab_dir(lab), run_id)
         cfg = record.config()
         processes = nproc or cfg.train.nproc
-        if processes < 1:
-            raise UserError(f"--nproc must be at least 1, not {processes}.")
         if processes > 1 and record.result().get("status") not in ("finished", "diverged"):
+            record.hold()  # a run another process trains is refused here, in one sentence; rank 0 then holds it
+            record.release()
             raise typer.Exit(distributed.launch(cfg, sys.argv[1:], processes, override=False))
 
     with _progress() as show:
@@ -150,13 +158,19 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
     _report(outcome)
 
 
+# Generating is a sequential forward pass per token: 10,000 takes about a minute for a small model
+# on a CPU, and more is a slip (an extra digit) rather than a sample anyone reads.
+SAMPLE_TOKENS_MAX = 10_000
+
+
 @app.command()
 def sample(run_id: str = typer.Argument(..., help="Run id."),
            prompt: str = typer.Option("\n", "--prompt", "-p", help="Text to continue."),
-           tokens: int = typer.Option(300, help="Tokens to generate."),
-           temperature: float = typer.Option(0.8, help="0 = greedy."),
-           top_k: int = typer.Option(50, help="Sample among the k most likely tokens; 0 = all."),
-           seed: int = typer.Option(0, help="Sampling seed."),
+           tokens: int = typer.Option(300, callback=bounded(1, SAMPLE_TOKENS_MAX),
+                                      help=f"Tokens to generate (at most {SAMPLE_TOKENS_MAX:,})."),
+           temperature: float = typer.Option(0.8, callback=bounded(0, 100), help="0 = greedy."),
+           top_k: int = typer.Option(50, callback=bounded(0), help="Sample among the k most likely tokens; 0 = all."),
+           seed: int = typer.Option(0, callback=bounded(0, config_mod.SEED_LIMIT - 1), help="Sampling seed."),
            lab: Optional[Path] = LabOpt) -> None:
     """Generate text from a run's last checkpoint.
 
@@ -169,9 +183,11 @@ def sample(run_id: str = typer.Argument(..., help="Run id."),
 
 @app.command()
 def preflight(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = ConfigOpt,
-              steps: int = typer.Option(150, help="Steps on the single batch."),
-              batch_size: int = typer.Option(4, help="Sequences in the batch."),
-              target: float = typer.Option(0.1, help="Pass when the final loss is at most this.")) -> None:
+              steps: int = typer.Option(150, callback=bounded(1, 100_000), help="Steps on the single batch."),
+              batch_size: int = typer.Option(4, callback=bounded(1, config_mod.MAXIMA["data.batch_size"]),
+                                             help="Sequences in the batch."),
+              target: float = typer.Option(0.1, callback=bounded(0),
+                                           help="Pass when the final loss is at most this.")) -> None:
     """Overfit sanity check: train on one batch; pass when loss nears zero, no NaN, finite gradients.
 
     Example: `ablab preflight -c medium --steps 200`
@@ -198,6 +214,8 @@ def export(run_ids: Optional[List[str]] = typer.Argument(None, help="Runs to exp
     """
     from ablab.store.archive import export_lab
 
+    if out is not None:
+        check_output_path(out)
     r = export_lab(lab_dir(lab), out, list(run_ids or []), with_checkpoints)
     console.print(f"exported {r.runs} runs to {r.path} ({r.bytes / 1e6:.1f} MB)")
     if r.without_directory:

@@ -23,8 +23,11 @@ def report(out: Optional[Path] = typer.Option(None, "--out", "-o",
 
     Example: `ablab report`
     """
+    from ablab.lab import check_output_path
     from ablab.report.html import build_report, gather, write_research_report
 
+    if out is not None:
+        check_output_path(out, folder=True)
     folder = lab_dir(lab)
     view = gather(folder, curves=plots)  # read the ledger and draw the figures once, for both forms
     console.print(f"html: {build_report(folder, out, plots=plots, view=view)}")

@@ -11,9 +11,10 @@ import typer
 from rich.table import Table
 
 from ablab import config as config_mod
-from ablab.cli.common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, console, lab_dir,
-                              make_executor, number_list)
+from ablab.cli.common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, bounded, console,
+                              lab_dir, make_executor, seed_list)
 from ablab.errors import UserError
+from ablab.lab import check_name
 from ablab.study import baselines
 
 baseline_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
@@ -33,10 +34,11 @@ def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main.
 
     Example: `ablab baseline new main -c quickstart --seeds 0,1,2`
     """
+    check_name(name, "Baseline name", "main")
     cfg = config_mod.load(config, list(overrides or []))
     ref_date = baselines.check_date(date) if date else baselines.today()
     baselines.parse_ref(f"{name}@{ref_date}")
-    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, number_list(seeds, "seeds", int, "0,1,2")))
+    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, seed_list(seeds)))
     console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
 
 
@@ -58,7 +60,8 @@ def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
                    steps: str = typer.Option("100,1000", help="Untrained and trained step counts (the plan's "
                                                               "100,1000; scale down on a CPU)."),
                    tasks: str = typer.Option("choice,lambada,arithmetic", "--tasks", "-t", help="Tasks or suites."),
-                   limit: int = typer.Option(200, help="Examples per task (a seeded subset); 0 = all."),
+                   limit: int = typer.Option(200, callback=bounded(0), help="Examples per task (a seeded subset); "
+                                                                             "0 = all."),
                    lab: Optional[Path] = LabOpt) -> None:
     """Three-tier baselines: chance, the baseline after a few steps and after more, at each of its
     seeds; then checks consistency over seeds (std < 0.02) and trained > untrained > chance per task.
@@ -92,12 +95,24 @@ def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
                   + (f" (violated by {', '.join(report.not_monotone)})" if report.not_monotone else ""), soft_wrap=True)
 
 
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document (keys as listed above) and nothing else.")
+
+
 @baseline_app.command("list")
-def baseline_list(lab: Optional[Path] = LabOpt) -> None:
+def baseline_list(json_out: bool = JsonOpt, lab: Optional[Path] = LabOpt) -> None:
     """Every dated baseline, with its seeds, lineage and noise floor; * marks the current one.
+
+    With `--json`: a list of objects with keys ref, name, date, current, seeds, parent, justified_by,
+    noise_floor (metric -> std over seeds, or null before `baseline run`) and created_at.
 
     Example: `ablab baseline list`
     """
+    if json_out:
+        from ablab.analysis.runs import to_json
+
+        keys = ("ref", "name", "date", "current", "seeds", "parent", "justified_by", "noise_floor", "created_at")
+        typer.echo(to_json([{key: b.get(key) for key in keys} for b in baselines.listing(lab_dir(lab))]))
+        return
     table = Table("", "baseline", "seeds", "promoted from", "justified by", "noise floor val_loss")
     for b in baselines.listing(lab_dir(lab)):
         floor = b.get("noise_floor", {}).get("val_loss")
@@ -107,12 +122,24 @@ def baseline_list(lab: Optional[Path] = LabOpt) -> None:
 
 
 @baseline_app.command("show")
-def baseline_show(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional[Path] = LabOpt) -> None:
+def baseline_show(ref: str = typer.Argument(..., help="NAME@DATE"), json_out: bool = JsonOpt,
+                  lab: Optional[Path] = LabOpt) -> None:
     """Print a baseline's file: its seeds, lineage and full config.
+
+    With `--json`: one object with keys ref, name, date, seeds, parent, justified_by, path and config
+    (the full config, one object per section).
 
     Example: `ablab baseline show main@2026-11-21`
     """
-    baselines.load(lab_dir(lab), ref)
+    baseline = baselines.load(lab_dir(lab), ref)
+    if json_out:
+        from ablab.analysis.runs import to_json
+
+        typer.echo(to_json({"ref": baseline.ref, "name": baseline.name, "date": baseline.date, "seeds": baseline.seeds,
+                            "parent": baseline.parent, "justified_by": baseline.justified_by,
+                            "path": str(baselines.baseline_path(lab_dir(lab), ref)),
+                            "config": config_mod.to_dict(baseline.config)}))
+        return
     console.print(baselines.baseline_path(lab_dir(lab), ref).read_text(encoding="utf-8"), markup=False)
 
 
@@ -145,7 +172,8 @@ def baseline_promote(study: str = typer.Argument(..., help="Study name."),
 
 @study_app.command("new")
 def study_new(name: str = typer.Argument(..., help="Study name."),
-              baseline: str = typer.Option("main@YYYY-MM-DD", help="The dated baseline it runs against."),
+              baseline: Optional[str] = typer.Option(None, help="The dated baseline it runs against (default: a "
+                                                     "main@YYYY-MM-DD placeholder to fill in before `study plan`)."),
               lab: Optional[Path] = LabOpt) -> None:
     """Write a commented study template to `studies/NAME.toml`.
 
@@ -153,11 +181,14 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
     """
     from ablab.study.spec import template_text
 
+    check_name(name, "Study name", "muon-lr")
+    if baseline is not None:
+        baselines.load(lab_dir(lab), baseline)  # an unknown one is refused now, naming the lab's baselines
     path = lab_dir(lab) / "studies" / f"{name}.toml"
     if path.exists():
         raise UserError(f"{path} already exists; pick another name or edit that file.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(template_text(name, baselines.today(), baseline, path), encoding="utf-8")
+    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path), encoding="utf-8")
     console.print(f"wrote {path}; fill in the question and hypothesis, then `ablab study plan {path}`")
 
 
@@ -235,8 +266,13 @@ def _print_verdicts(lab: Path, name: str) -> None:
 
 
 @study_app.command("status")
-def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optional[Path] = LabOpt) -> None:
+def study_status(name: str = typer.Argument(..., help="Study name."), json_out: bool = JsonOpt,
+                 lab: Optional[Path] = LabOpt) -> None:
     """Progress per arm and seed: run id, status and the prediction's metric.
+
+    With `--json`: one object with keys study, kind, baseline, metric, read_at, seeds, cells (a list of
+    objects with arm, seed, run_id, status and value: the metric, or null while missing) and verdicts
+    (a list of objects with arm, outcome and rule; empty for a ladder).
 
     Example: `ablab study status muon-lr`
     """
@@ -244,6 +280,9 @@ def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optio
 
     record, values = cell_values(lab_dir(lab), name)
     spec = record["spec"]
+    if json_out:
+        _print_status_json(lab_dir(lab), record, values)
+        return
     table = Table("arm", *[f"seed {s}" for s in spec["seeds"]])
     for arm in spec["arms"]:
         row = []
@@ -254,6 +293,21 @@ def study_status(name: str = typer.Argument(..., help="Study name."), lab: Optio
     console.print(table)
     if spec.get("kind") != "ladder":  # a ladder has no hypothesis, so no verdicts
         _print_verdicts(lab_dir(lab), name)
+
+
+def _print_status_json(lab: Path, record: dict, values: dict) -> None:
+    from ablab.analysis.runs import to_json
+    from ablab.analysis.verdicts import analyze
+
+    spec = record["spec"]
+    cells = [{"arm": arm, "seed": seed, "run_id": run.id if run else None, "status": run.status if run else "missing",
+              "value": value} for (arm, seed), (run, value) in values.items()]
+    verdicts = [] if spec.get("kind") == "ladder" else [
+        {"arm": r.arm, "outcome": r.verdict.outcome, "rule": r.verdict.rule}
+        for r in analyze(lab, record["name"])[1] if r.verdict is not None]
+    typer.echo(to_json({"study": record["name"], "kind": spec.get("kind", "study"), "baseline": record["baseline"],
+                        "metric": spec.get("metric"), "read_at": spec.get("read_at"), "seeds": spec["seeds"],
+                        "cells": cells, "verdicts": verdicts}))
 
 
 @study_app.command("conclude")

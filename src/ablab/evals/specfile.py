@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from ablab.errors import DataError, UserError
 from ablab.evals.tasks import TASKS, Doc, TaskSpec, read_docs, to_example
+from ablab.lab import read_user_text
 
 _COMMON_KEYS: dict[str, type] = {
     "name": str, "version": int, "type": str, "data_file": str, "context": str, "split": str,
@@ -81,13 +82,12 @@ def _check_template(spec_file: Path, key: str, template: str) -> None:
 
 
 def _read_toml(spec_file: Path) -> dict:
-    if not spec_file.is_file():
+    if not spec_file.exists():
         raise UserError(f"Task spec file {spec_file} does not exist; give the path of an existing .toml file.")
     try:
-        with spec_file.open("rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(read_user_text(spec_file, "task spec file"))
     except tomllib.TOMLDecodeError as err:
-        raise UserError(f"{spec_file} is not valid TOML ({err}); fix the file's syntax.") from err
+        raise UserError(f"{spec_file} is not valid TOML ({err}); fix the file's syntax.") from None
 
 
 def _check_keys(spec_file: Path, table: dict) -> None:

@@ -6,8 +6,11 @@ workers train them through ablab.train.launch.open_training. An executor runs Ta
 each, in the order they end:
 
     executor = executors.get("local", workers=2, retry=Retry(count=1))
-    for result in executor.run(tasks, ledger, progress_for):
+    for result in executor.run(tasks, ledger, progress_for, on_run):
         ...
+
+`on_run(task, run_id)` is told, on the driver, as soon as a task's run has its ledger row (before it
+trains), so that a study links the run to its cells then: a study killed mid-run resumes that run.
 
 - `inline`: one run after another in this process (what `ablab study run` always did).
 - `local`: N worker processes on this machine (ablab.executors.local);
@@ -39,6 +42,8 @@ from ablab.train.launch import Request
 
 # (arm, seed) -> a progress callback for that run, or None; always called on the driver.
 ProgressFor = Callable[[str, int], Any]
+# (task, run id): the task's run record exists (its ledger row is written); called on the driver.
+OnRun = Callable[["Task", str], None]
 
 
 @dataclass(frozen=True)
@@ -94,15 +99,18 @@ class Retry:
 
 
 def execute(task: Task, ledger: Any, progress: Callable[[int, dict | None], None] | None = None,
-            on_training: Callable[[Any], None] | None = None) -> Result:
+            on_training: Callable[[Any], None] | None = None,
+            on_record: Callable[[RunRecord], None] | None = None) -> Result:
     """Train one task through the one door (ablab.train.launch), writing through `ledger` (the
-    Ledger itself, or a worker's proxy of it). An exception ends the run `failed` with the error
-    and traceback in its result, never raised."""
+    Ledger itself, or a worker's proxy of it); `on_record` is told the run's record as soon as it
+    exists. An exception ends the run `failed` with the error and traceback in its result, never raised."""
     record = training = None
 
     def opened(run_record: RunRecord) -> None:  # known before set-up ends, so a failure lands on it
         nonlocal record
         record = run_record
+        if on_record is not None:
+            on_record(run_record)
     try:
         record, training = launch.open_training(task.request, ledger, on_record=opened)
         if on_training is not None:
@@ -146,8 +154,10 @@ class Executor(abc.ABC):
         self.address = address
 
     @abc.abstractmethod
-    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
-        """Train `tasks` (dispatched in the order given), writing through `ledger`; yield each Result."""
+    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None,
+            on_run: OnRun | None = None) -> Iterator[Result]:
+        """Train `tasks` (dispatched in the order given), writing through `ledger`; yield each Result.
+        `on_run(task, run_id)` is called once a task's run has its ledger row, before it trains."""
 
 
 class InlineExecutor(Executor):
@@ -161,11 +171,13 @@ class InlineExecutor(Executor):
                             "use --executor local to train several at once.")
         super().__init__(workers, retry, lab, address)
 
-    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
+    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None,
+            on_run: OnRun | None = None) -> Iterator[Result]:
         for task in tasks:
             progress = progress_for(task.arm, task.seed) if progress_for else None
             while True:
-                result = execute(task, ledger, progress)
+                opened = (lambda record, task=task: on_run(task, record.run_id)) if on_run else None
+                result = execute(task, ledger, progress, on_record=opened)
                 task = self.retry.again(result)
                 if task is None:
                     break

@@ -4,7 +4,10 @@ with a LedgerProxy from ablab.store.proxy) and the driver's loop (Driver), whate
 A worker writes its run directory directly (the lab is on a filesystem the workers share) and puts
 every ledger write, progress row and finally its Result on a channel: anything with `put(message)`
 on the worker side and `get(timeout)` raising queue.Empty on the driver's. The driver applies the
-ledger writes in the order each worker sent them, so it alone ever writes the ledger.
+ledger writes in the order each worker sent them, so it alone ever writes the ledger. A driver killed
+outright takes the writes it had not applied with it; the run files hold them, and the ledger is
+reconciled with them when it is next opened (ablab.store.reconcile). Workers that watch their
+driver (`watch_parent`) end with it.
 """
 
 from __future__ import annotations
@@ -14,20 +17,24 @@ import os
 import queue as queue_mod
 import signal
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Iterator
 
 import torch
 
-from ablab.executors.base import Executor, ProgressFor, Result, Task, execute
+from ablab.executors.base import Executor, OnRun, ProgressFor, Result, Task, execute
 from ablab.store import proxy
 from ablab.store.record import RunRecord, now_iso, runs_root
 
 POLL_SECONDS = 0.2
+ORPHAN_GRACE_SECONDS = 5.0  # a worker whose driver died gives its run this long to checkpoint, then exits
 
 
 # -- the worker side ---------------------------------------------------------------------------------
 _signalled = False  # this worker got SIGINT/SIGTERM between runs
+_orphaned = False  # this worker's driver is gone (watch_parent)
+_training = threading.Event()  # set while this worker trains a task
 
 
 def _on_signal(signum, frame) -> None:
@@ -47,23 +54,46 @@ def become_worker(threads: int) -> None:
             pass
 
 
+def watch_parent(parent_pid: int) -> None:
+    """End this worker soon after its driver `parent_pid` dies, however it dies: a driver killed with
+    kill -9 cannot stop its workers, and a pool worker would wait for its next task forever. A daemon
+    thread polls the parent's pid; once it changes, the run in training is asked to stop (it checkpoints
+    and ends interrupted, its files saying so), and the process exits when it has, or after
+    ORPHAN_GRACE_SECONDS."""
+    def watch() -> None:
+        global _orphaned
+        while os.getppid() == parent_pid:
+            time.sleep(POLL_SECONDS)
+        _orphaned = True
+        deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
+        while _training.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os._exit(1)  # no driver reads what is left on the channel: nothing to flush, nothing to wait for
+
+    threading.Thread(target=watch, name="ablab-watch-driver", daemon=True).start()
+
+
 def work(task: Task, channel: Any, stopped: Callable[[], bool], send_progress: bool) -> None:
     """Train one task in this worker; its Result goes on `channel` after every ledger write.
     `stopped()` says the driver asked every run to stop (checked before and during training)."""
-    if stopped() or _signalled:
+    if stopped() or _signalled or _orphaned:
         channel.put(("result", task.key, Result(task, task.run_id, "not_started", {}, worker_pid=os.getpid())))
         return
     held: list = []
 
     def progress(step: int, row: dict | None) -> None:
-        if held and not held[0].stop_signal and (_signalled or stopped()):
-            held[0].stop_signal = "SIGINT"
+        if held and not held[0].stop_signal and (_signalled or _orphaned or stopped()):
+            held[0].stop_signal = "the driver's death" if _orphaned else "SIGINT"
         if send_progress:
             channel.put(("progress", task.key, step, row))
 
-    result = execute(task, proxy.LedgerProxy(channel, task.key), progress, on_training=held.append)
-    result.worker_pid = os.getpid()
-    channel.put(("result", task.key, result))
+    _training.set()
+    try:
+        result = execute(task, proxy.LedgerProxy(channel, task.key), progress, on_training=held.append)
+        result.worker_pid = os.getpid()
+        channel.put(("result", task.key, result))
+    finally:
+        _training.clear()
 
 
 # -- the driver side ---------------------------------------------------------------------------------
@@ -78,12 +108,13 @@ class Driver:
     `submit(task, send_progress)` starts a task on a worker and returns a handle; `death(handle)` is
     None while the handle runs or ended normally, else (message, exception class names) of a worker
     that ended without a Result. When `death_stops_all` (a process pool that one death breaks) every
-    run in flight is marked interrupted and the study stops; otherwise only that run fails."""
+    run in flight is marked interrupted and the study stops; otherwise only that run fails.
+    `on_run(task, run_id)` is called as soon as a task's record_run has been applied."""
 
     def __init__(self, executor: Executor, ledger: Any, tasks: list[Task], progress_for: ProgressFor | None,
                  submit: Callable[[Task, bool], Any], death: Callable[[Any], tuple[str, tuple] | None],
-                 death_stops_all: bool = False):
-        self.executor, self.ledger, self.progress_for = executor, ledger, progress_for
+                 death_stops_all: bool = False, on_run: OnRun | None = None):
+        self.executor, self.ledger, self.progress_for, self.on_run = executor, ledger, progress_for, on_run
         self.submit, self.death, self.death_stops_all = submit, death, death_stops_all
         self.pending: deque[Task] = deque(tasks)
         self.in_flight: dict[int, tuple[Task, Any]] = {}
@@ -130,6 +161,8 @@ class Driver:
                 if method == "record_run":
                     self.run_ids[key] = args[0].id
                 proxy.apply(self.ledger, method, args)
+                if method == "record_run" and self.on_run and key in self.in_flight:
+                    self.on_run(self.in_flight[key][0], args[0].id)
             elif kind == "progress" and self.progress.get(key):
                 self.progress[key](*body)
             elif kind == "result":
@@ -171,6 +204,11 @@ class Driver:
         result: dict = {}
         if run_id is not None and (runs_root(task.lab) / run_id).is_dir():
             record = RunRecord(run_id, runs_root(task.lab) / run_id, self.ledger)
+            ended = record.result()
+            if ended.get("status") in ("finished", "diverged"):  # it ended before its worker died: keep that
+                record.write_result(ended)
+                yield from self._finished(Result(task, run_id, ended["status"], ended))
+                return
             record.log_event(status, -1, f"worker ended without a result: {message}")
             result = record.update_result(status=status, stop_reason="worker_died", error=message,
                                           traceback=message, finished_at=now_iso())

@@ -5,6 +5,10 @@ Result go through a spool of message files in `.ablab/spool/<session>/`, which t
 applies (it alone writes the ledger). Touching `STOP` in the spool asks every run to checkpoint and
 end interrupted, which is what Ctrl-C on the driver does.
 
+A message is one line of JSON, never a pickle (ablab.executors.spool): anyone who can write the lab
+folder can write the spool, so the driver reads data only, checks each message against its schema
+and fails the task of a file holding anything else.
+
 Settings come from ablab.toml:
 
     [executor.ray]
@@ -29,90 +33,21 @@ import contextlib
 import dataclasses
 import importlib
 import os
-import pickle
-import queue as queue_mod
 import shutil
 import socket
-import struct
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
 from ablab.errors import UserError
-from ablab.executors.base import Executor, ProgressFor, Result, Task, error_kinds
+from ablab.executors.base import Executor, OnRun, ProgressFor, Result, Task, error_kinds
 from ablab.executors.pool import Driver, become_worker, catch_signals, work
+from ablab.executors.spool import STOP_FILE, Spool, SpoolWriter, spool_file
 from ablab.lab import section_settings
 from ablab.store.provenance import host_info
+from ablab.store.record import RunRecord, now_iso, runs_root
 
-FRAME = struct.Struct("<Q")  # each message: its pickled length, then the pickle
-STOP_FILE = "STOP"
 STOP_CHECK_SECONDS = 0.5
-
-
-class SpoolWriter:
-    """A worker's channel: messages appended to its own file, one whole frame per write."""
-
-    def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-
-    def put(self, message: Any) -> None:
-        data = pickle.dumps(message)
-        frame = memoryview(FRAME.pack(len(data)) + data)
-        while frame:
-            frame = frame[os.write(self.fd, frame):]
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-class Spool:
-    """The driver's side: reads every worker's file from where it left off, whole frames only, so a
-    frame still being written is read on a later call."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.offsets: dict[Path, int] = {}
-        self.partial: dict[Path, bytes] = {}
-        self.done: set[Path] = set()  # files whose Result was read: their worker writes nothing more
-        self.ready: deque = deque()
-
-    def get(self, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while not self.ready:
-            self._scan()
-            left = deadline - time.monotonic()
-            if self.ready:
-                break
-            if left <= 0:
-                raise queue_mod.Empty
-            time.sleep(min(0.05, left))
-        return self.ready.popleft()
-
-    def _scan(self) -> None:
-        for path in sorted(set(self.folder.glob("*.msgs")) - self.done):
-            with path.open("rb") as f:
-                f.seek(self.offsets.get(path, 0))
-                data = f.read()
-            self.offsets[path] = self.offsets.get(path, 0) + len(data)
-            buffer = self.partial.get(path, b"") + data
-            while len(buffer) >= FRAME.size:
-                (size,) = FRAME.unpack_from(buffer)
-                if len(buffer) < FRAME.size + size:
-                    break
-                message = pickle.loads(buffer[FRAME.size:FRAME.size + size])
-                self.ready.append(message)
-                buffer = buffer[FRAME.size + size:]
-                if message[0] == "result":
-                    self.done.add(path)
-            self.partial[path] = buffer
-
-    def stop(self) -> None:
-        (self.folder / STOP_FILE).touch()
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_remote(task: Task, spool: str, send_progress: bool, threads: int) -> None:
@@ -132,7 +67,7 @@ def run_remote(task: Task, spool: str, send_progress: bool, threads: int) -> Non
             checked[:] = [time.monotonic(), stop_file.exists()]
         return checked[1]
 
-    channel = SpoolWriter(Path(spool) / f"{task.key}-{task.attempt}.msgs")
+    channel = SpoolWriter(Path(spool) / spool_file(task))
     try:
         work(task, channel, stopped, send_progress)
     finally:
@@ -177,18 +112,32 @@ class RemoteExecutor(Executor):
     def engine(self, spool: Spool, lab: Path) -> contextlib.AbstractContextManager:
         """A context that starts the engine and yields (submit, death, on_stop) for the Driver."""
 
-    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None) -> Iterator[Result]:
+    def run(self, tasks: list[Task], ledger: Any, progress_for: ProgressFor | None = None,
+            on_run: OnRun | None = None) -> Iterator[Result]:
         if not tasks:
             return
         lab = tasks[0].lab
         self.workers = self.requested or len(tasks)  # by default every run is handed to the engine's queue
-        spool = Spool(lab / ".ablab" / "spool" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        spool = Spool(lab / ".ablab" / "spool" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                      lambda task, run_id, error: _record_refusal(ledger, task, run_id, error))
         try:
             with self.engine(spool, lab) as (submit, death, on_stop), catch_signals() as signalled:
-                driver = Driver(self, ledger, tasks, progress_for, submit, death)
+                def expect_and_submit(task: Task, send_progress: bool) -> Any:
+                    spool.expect(task)
+                    return submit(task, send_progress)
+                driver = Driver(self, ledger, tasks, progress_for, expect_and_submit, death, on_run=on_run)
                 yield from driver.loop(spool, signalled, lambda: on_stop(driver))
         finally:
             spool.remove()
+
+
+def _record_refusal(ledger: Any, task: Task, run_id: str | None, error: str) -> dict:
+    """A run whose worker's messages were refused ends failed, with the reason, like a run that raised."""
+    if run_id is None or not (runs_root(task.lab) / run_id).is_dir():
+        return {}
+    record = RunRecord(run_id, runs_root(task.lab) / run_id, ledger)
+    record.log_event("failed", -1, error)
+    return record.update_result(status="failed", stop_reason="spool_refused", error=error, finished_at=now_iso())
 
 
 class RayExecutor(RemoteExecutor):

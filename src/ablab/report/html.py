@@ -26,6 +26,7 @@ import jinja2
 from ablab.analysis.runs import Table, cell, list_runs, markdown_table
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
 from ablab.errors import UserError
+from ablab.lab import LAB_FILE
 from ablab.report.scaling import fit_rows, scaling_section
 from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger, ledger_path
@@ -60,6 +61,9 @@ class LabView:
 
 def gather(lab: Path, curves: bool = True) -> LabView:
     """Everything the report shows, read from the ledger (curves: each study run's metric rows)."""
+    if not ledger_path(lab).exists() and (lab / LAB_FILE).is_file():  # a new lab, from `ablab init`
+        raise UserError(f"Nothing to report yet in {lab}: it has no runs, baselines or studies; train a run first, "
+                        "e.g. `ablab run -c config.toml`.")
     if not ledger_path(lab).exists():
         raise UserError(f"{lab} has no ledger, so nothing to report; run this inside a lab or pass --lab with its folder.")
     with Ledger(lab) as ledger:

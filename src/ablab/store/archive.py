@@ -11,6 +11,7 @@ assembled in a hidden folder and renamed into place, then its rows are written i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -26,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import ablab
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run
-from ablab.store.record import content_key, read_jsonl, runs_root
+from ablab.store.record import RUN_ID_BYTES, content_key, is_run_id, read_jsonl, runs_root
 from ablab.store.schema import SCHEMA_VERSION
 
 MANIFEST = "ablab-export.json"
@@ -107,17 +108,25 @@ def _run_files(folder: Path, with_checkpoints: bool) -> list[Path]:
 
 # -- import ---------------------------------------------------------------------------------------
 def import_runs(lab: Path, sources: list[Path]) -> ImportReport:
-    """Bring archives and run directories (or folders of run directories) into `lab`."""
+    """Bring archives and run directories (or folders of run directories) into `lab`. Every source
+    is read and checked before anything is written, so that one bad source imports nothing."""
     report = ImportReport()
-    with Ledger(lab) as ledger:
+    with contextlib.ExitStack() as open_archives:
+        checked = []
         for source in sources:
             if source.is_dir():
-                for folder in _run_folders(source):
-                    _import_directory(ledger, lab, folder, report)
+                checked.append((None, [_read_directory(folder) for folder in _run_folders(source)]))
             elif source.is_file():
-                _import_archive(ledger, lab, source, report)
+                checked.append((source, _read_archive(source, open_archives)))
             else:
                 raise UserError(f"{source} does not exist; pass an archive written by `ablab export` or a run directory.")
+        with Ledger(lab) as ledger:
+            for archive, found in checked:
+                if archive is None:
+                    for folder, run, metrics, events in found:
+                        _import_directory(ledger, lab, folder, run, metrics, events, report)
+                else:
+                    _import_archive(ledger, lab, archive, *found, report)
     return report
 
 
@@ -133,8 +142,17 @@ def _run_folders(source: Path) -> list[Path]:
     return children
 
 
-def _import_directory(ledger: Ledger, lab: Path, folder: Path, report: ImportReport) -> None:
+def _read_directory(folder: Path) -> tuple[Path, Run, list[dict], list[dict]]:
+    """A run directory's rows, after checking that it names an ablab run id (its folder goes under runs/)."""
     run, metrics, events = run_from_directory(folder)
+    if not is_run_id(run.id):
+        raise UserError(f"{folder} names run id {run.id!r}, which is not an ablab run id ({2 * RUN_ID_BYTES} "
+                        "lowercase hex digits); import nothing from it, or rename it after a run of this lab.")
+    return folder, run, metrics, events
+
+
+def _import_directory(ledger: Ledger, lab: Path, folder: Path, run: Run, metrics: list[dict], events: list[dict],
+                      report: ImportReport) -> None:
     if ledger.has_run(run.id):
         report.already_present.append(run.id)
         return
@@ -193,23 +211,11 @@ def _read_json(path: Path, required: bool = False) -> dict:
     return data
 
 
-def _import_archive(ledger: Ledger, lab: Path, path: Path, report: ImportReport) -> None:
+@contextlib.contextmanager
+def _archive_errors(path: Path):
+    """An archive that cannot be read, or whose manifest is damaged, becomes one sentence naming it."""
     try:
-        with tarfile.open(path, "r:*") as tar:
-            members = tar.getmembers()  # reads the whole archive first: a truncated one changes nothing
-            entries = _read_manifest(tar, path)
-            by_run = _members_by_run(members, entries, path)
-            runs = {run_id: _run_from_entry(entry) for run_id, entry in entries.items()}  # all checked first
-            for run_id, entry in entries.items():
-                if ledger.has_run(run_id):
-                    report.already_present.append(run_id)
-                    continue
-                target = runs_root(lab) / run_id
-                if not target.exists():
-                    _extract_run(tar, by_run.get(run_id, []), target)
-                ledger.import_run(runs[run_id], entry["metrics"], entry["events"], entry["notes"], entry["tags"])
-                ledger.record_evals(read_jsonl(target / "evals.jsonl"))
-                report.imported.append(run_id)
+        yield
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         reason = (str(err).splitlines() or [""])[0].rstrip(":")  # tarfile's ReadError spans several lines
         raise UserError(f"{path} is not a readable archive ({type(err).__name__}: {reason}); pass a complete file "
@@ -217,6 +223,33 @@ def _import_archive(ledger: Ledger, lab: Path, path: Path, report: ImportReport)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"{path} holds a damaged {MANIFEST} ({type(err).__name__}: {err}); export the runs "
                         "again with `ablab export`.") from None
+
+
+def _read_archive(path: Path, open_archives: contextlib.ExitStack) -> tuple:
+    """(the archive, its manifest entries by run id, each run's members, each run's Run), all checked;
+    the archive stays open in `open_archives` for _import_archive to extract from."""
+    with _archive_errors(path):
+        tar = open_archives.enter_context(tarfile.open(path, "r:*"))
+        members = tar.getmembers()  # reads the whole archive first: a truncated one changes nothing
+        entries = _read_manifest(tar, path)
+        by_run = _members_by_run(members, entries, path)
+        runs = {run_id: _run_from_entry(entry) for run_id, entry in entries.items()}  # all checked first
+    return tar, entries, by_run, runs
+
+
+def _import_archive(ledger: Ledger, lab: Path, path: Path, tar: tarfile.TarFile, entries: dict[str, dict],
+                    by_run: dict[str, list[tarfile.TarInfo]], runs: dict[str, Run], report: ImportReport) -> None:
+    with _archive_errors(path):
+        for run_id, entry in entries.items():
+            if ledger.has_run(run_id):
+                report.already_present.append(run_id)
+                continue
+            target = runs_root(lab) / run_id
+            if not target.exists():
+                _extract_run(tar, by_run.get(run_id, []), target)
+            ledger.import_run(runs[run_id], entry["metrics"], entry["events"], entry["notes"], entry["tags"])
+            ledger.record_evals(read_jsonl(target / "evals.jsonl"))
+            report.imported.append(run_id)
 
 
 def _read_manifest(tar: tarfile.TarFile, path: Path) -> dict[str, dict]:
@@ -232,7 +265,13 @@ def _read_manifest(tar: tarfile.TarFile, path: Path) -> dict[str, dict]:
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer ablab (export format {manifest['format_version']}); "
                         "upgrade ablab to import it.")
-    return {entry["run"]["id"]: entry for entry in manifest["runs"]}
+    entries = {entry["run"]["id"]: entry for entry in manifest["runs"]}
+    for run_id in entries:
+        if not is_run_id(run_id):  # the id becomes a folder name under runs/ and a ledger row
+            raise UserError(f"{path} names run id {run_id!r} in its {MANIFEST}, which is not an ablab run id "
+                            f"({2 * RUN_ID_BYTES} lowercase hex digits); import nothing from it, or export the "
+                            "runs again with `ablab export`.")
+    return entries
 
 
 def _members_by_run(members: list[tarfile.TarInfo], entries: dict, path: Path) -> dict[str, list[tarfile.TarInfo]]:
@@ -242,14 +281,28 @@ def _members_by_run(members: list[tarfile.TarInfo], entries: dict, path: Path) -
         if member.name == MANIFEST:
             continue
         parts = PurePosixPath(member.name).parts
-        safe = (len(parts) >= 3 and parts[0] == "runs" and parts[1] in entries
-                and not any(p in ("", ".", "..") for p in parts) and not member.name.startswith("/"))
-        if not safe or not (member.isfile() or member.isdir()):
-            raise UserError(f"{path} holds an unexpected entry '{member.name}', so it was not written by "
+        why = _unsafe(member, parts, entries)
+        if why:
+            raise UserError(f"{path} holds an unexpected entry '{member.name}' ({why}), so it was not written by "
                             "`ablab export`; import nothing from it, or unpack it by hand.")
         if member.isfile():
             by_run.setdefault(parts[1], []).append(member)
     return by_run
+
+
+def _unsafe(member: tarfile.TarInfo, parts: tuple[str, ...], entries: dict) -> str | None:
+    """Why a member could land outside its run directory (or is something export never writes), or None."""
+    if member.name.startswith("/"):
+        return "an absolute path"
+    if any(p in ("", ".", "..") for p in parts):
+        return "a path with '..'"
+    if member.issym() or member.islnk():
+        return f"a link to '{member.linkname}'"
+    if not (member.isfile() or member.isdir()):
+        return "neither a file nor a folder"
+    if len(parts) < 3 or parts[0] != "runs" or parts[1] not in entries:
+        return f"outside runs/<id>/ of the runs its {MANIFEST} lists"
+    return None
 
 
 def _extract_run(tar: tarfile.TarFile, members: list[tarfile.TarInfo], target: Path) -> None:

@@ -5,7 +5,8 @@ write is one short transaction (BEGIN IMMEDIATE), so a kill at any moment leaves
 was before or after that write, never half of it. `PRAGMA user_version` holds the schema version;
 opening an older ledger runs the migrations in order.
 
-Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag; baselines
+Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag, remove_tag,
+delete_run (`ablab runs rm`: one run's rows in one transaction); baselines
 and studies (save_*, update_*, link_study_run); benchmark results (record_evals); scaling-law fits
 (save_fit). Queries return plain dataclasses and dicts.
 """
@@ -20,13 +21,17 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ablab.errors import UserError
 from ablab.store.schema import EVAL_KEY, migrate
 
 # Set by ablab.store.proxy.become_worker: a worker's writes go to the driver, never to the database.
 WORKER_PROCESS = False
+# Called with every Ledger this process opens, before it is used. ablab.store's __init__ adds
+# ablab.store.reconcile.reconcile here, so that it runs whichever store module a program imports
+# (reconcile reads run files through ablab.store.record, which imports this module).
+ON_OPEN: list[Callable[["Ledger"], Any]] = []
 STALE_SECONDS = 300  # a run on another host with no heartbeat for this long is taken as dead
 # The parts of a run's result that Ledger.summaries returns (what `ablab runs` lists and sorts by).
 SUMMARY_RESULT_KEYS = ("steps", "tokens_seen", "params", "train_seconds", "stop_reason", "best", "final")
@@ -61,6 +66,16 @@ def ledger_path(lab: Path) -> Path:
     return lab / ".ablab" / "ledger.sqlite"
 
 
+def pending_root(lab: Path) -> Path:
+    return lab / ".ablab" / "pending"
+
+
+def pending_path(lab: Path, run_id: str) -> Path:
+    """The mark of a run being created (ablab.store.record.RunRecord.create), naming its process,
+    removed once the run's row is in (record_run): one left behind is a creation cut off by a kill."""
+    return pending_root(lab) / run_id
+
+
 class Ledger:
     """One lab's ledger. Every write is one BEGIN IMMEDIATE transaction; RUN_WRITES are the ones a
     run makes while it trains, the only ones a worker's LedgerProxy (ablab.store.proxy) carries."""
@@ -86,7 +101,9 @@ class Ledger:
                 f"The ledger {path} cannot be opened ({err}); restore it from a backup or `ablab export`, "
                 "or move it aside to start a new one."
             ) from None
-        self.path = path
+        self.path, self.lab = path, lab
+        for hook in ON_OPEN:  # ablab.store.reconcile: a kill between a run's files and its row is repaired
+            hook(self)
 
     def close(self) -> None:
         self.conn.close()
@@ -116,6 +133,7 @@ class Ledger:
                  run.host or socket.gethostname(), run.pid or os.getpid(), run.config_hash, run.seed,
                  run.data_fingerprint, run.code_version, run.content_key, _dump(run.config),
                  _dump(run.provenance), _dump(run.result)))
+        pending_path(self.lab, run.id).unlink(missing_ok=True)  # the row is in: its creation is complete
 
     def log_metrics(self, run_id: str, rows: Iterable[dict]) -> None:
         """Metric rows keyed by their `step`; a second row for a step merges into the first."""
@@ -148,6 +166,32 @@ class Ledger:
         with self._write():
             self.conn.execute("UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?",
                               (status, _dump(result), finished_at, time.time(), run_id))
+
+    def repair_run(self, run_id: str, seen_heartbeat: float | None, result: dict, metrics: Iterable[dict],
+                   events: Iterable[dict], evals: Iterable[dict]) -> bool:
+        """Set a row that reads running or interrupted to what the run's files say (ablab.store.reconcile):
+        status, result and finished_at from `result`, with the metric rows, events (the `reconciled` one
+        among them) and benchmark results the files hold, in one transaction. Only while the row is as
+        it was read (heartbeat `seen_heartbeat`): False, changing nothing, when a process wrote it since."""
+        with self._write():
+            cursor = self.conn.execute(
+                "UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?"
+                " AND status IN ('running', 'interrupted') AND heartbeat IS ?",
+                (result["status"], _dump(result), result.get("finished_at"), time.time(), run_id, seen_heartbeat))
+            if cursor.rowcount != 1:
+                return False
+            self.conn.executemany(  # merged as log_metrics merges: rows the ledger already has stay as they are
+                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
+                " DO UPDATE SET data = json_patch(data, excluded.data)",
+                [(run_id, row["step"], _dump(row)) for row in metrics])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, e["step"], e["kind"], e["time"], _dump(e)) for e in events])
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO eval_results ({', '.join(EVAL_KEY)}, created_at, data)"
+                f" VALUES ({', '.join('?' * (len(EVAL_KEY) + 2))})",
+                [(*(row[k] for k in EVAL_KEY), row["created_at"], _dump(row["data"])) for row in evals])
+        return True
 
     def add_note(self, run_id: str, text: str, at: str) -> None:
         with self._write():
@@ -190,6 +234,15 @@ class Ledger:
     # -- queries ----------------------------------------------------------------------------------
     def has_run(self, run_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    def unsettled_runs(self) -> list[tuple[str, str, float | None]]:
+        """(id, status as shown, heartbeat) of the runs whose row may lag their files: stored running
+        or interrupted, with no live process training them. One indexed query; the finished majority
+        is never read."""
+        rows = self.conn.execute(
+            "SELECT id, status, host, pid, heartbeat FROM runs WHERE status IN ('running', 'interrupted')")
+        shown = [(run_id, live_status(status, host, pid, beat), beat) for run_id, status, host, pid, beat in rows]
+        return [row for row in shown if row[1] != "running"]
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table: what a backup, an import or a concurrency check compares."""
@@ -394,6 +447,38 @@ class Ledger:
         return [{"id": i, "name": n, "baseline": b, "kind": k, "convention": c, "created_at": at, **json.loads(d)}
                 for i, n, b, k, c, at, d in rows]
 
+    # -- config columns, tag removal and run removal (`ablab runs --columns`, `tag --remove`, `runs rm`) --
+    def config_values(self, keys: list[str]) -> dict[str, list[Any]]:
+        """Run id -> the values of these dotted config keys (None where a run's config lacks one),
+        in one query that decodes nothing else, so listing thousands of runs with them stays fast."""
+        if not keys:
+            return {}
+        # Given two paths or more, json_extract returns a JSON array, in which true and false stay
+        # booleans (of one path it returns 1 or 0), so a single key is asked for twice.
+        paths = [f"$.{key}" for key in keys] * (1 if len(keys) > 1 else 2)
+        rows = self.conn.execute(f"SELECT id, json_extract(config, {', '.join('?' * len(paths))}) FROM runs", paths)
+        return {run_id: json.loads(values)[:len(keys)] for run_id, values in rows}
+
+    def remove_tag(self, run_id: str, tag: str) -> bool:
+        """Take a tag off a run; False when the run did not have it."""
+        with self._write():
+            cursor = self.conn.execute("DELETE FROM tags WHERE run_id=? AND tag=?", (run_id, tag))
+        return cursor.rowcount > 0
+
+    def study_links(self, run_id: str) -> list[tuple[str, str, int]]:
+        """(study, arm, seed) of every study cell this run fills."""
+        return list(self.conn.execute(
+            "SELECT study, arm, seed FROM study_runs WHERE run_id=? ORDER BY study, arm, seed", (run_id,)))
+
+    def delete_run(self, run_id: str) -> dict[str, int]:
+        """Delete one run's rows (the run, its metrics, events, notes, tags, benchmark results and
+        study links) in one transaction, and return how many rows each table lost. Every statement
+        names this run id, so no other run's rows are touched."""
+        tables = {"metrics": "run_id", "events": "run_id", "notes": "run_id", "tags": "run_id",
+                  "eval_results": "run_id", "study_runs": "run_id", "runs": "id"}
+        with self._write():
+            return {table: self.conn.execute(f"DELETE FROM {table} WHERE {column}=?", (run_id,)).rowcount
+                    for table, column in tables.items()}
 
 
 class _Transaction:

@@ -9,10 +9,13 @@
   pip-freeze.txt  every installed package; code.diff: the uncommitted diff, when there is one
   train.log       human-readable lines
   checkpoints/    see ablab.store.checkpoint
+  .lock           held by the process training the run (ablab.store.runlock): one trainer per run
 
 Every write also goes to the lab's ledger (ablab.store.ledger), the source of truth for queries; the
 files make a run directory self-describing on its own. Every whole-file write is atomic (temp file,
-fsync, rename); appends are line-at-a-time, and readers skip a torn last line left by a kill.
+fsync, rename); appends are line-at-a-time, and readers skip a torn last line left by a kill. Files
+are written before the ledger, so that what a kill between the two leaves is repaired from the files
+when the ledger is next opened (ablab.store.reconcile).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,8 +35,9 @@ from typing import Any
 from ablab import config as config_mod
 from ablab.config import Config
 from ablab.errors import UserError
-from ablab.store.ledger import Ledger, Run
+from ablab.store.ledger import Ledger, Run, pending_path
 from ablab.store.provenance import collect as collect_provenance
+from ablab.store.runlock import RunLock
 
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 
@@ -68,6 +74,16 @@ def runs_root(lab: Path) -> Path:
     return lab / ".ablab" / "runs"
 
 
+RUN_ID_BYTES = 4  # a run id is this many random bytes in lowercase hex (RunRecord.create)
+RUN_ID = re.compile(f"[0-9a-f]{{{2 * RUN_ID_BYTES}}}")
+
+
+def is_run_id(text: Any) -> bool:
+    """Whether `text` has the form of an id RunRecord.create makes: what an imported archive or run
+    directory must name, so that its folder lands inside runs/ and nowhere else."""
+    return isinstance(text, str) and RUN_ID.fullmatch(text) is not None
+
+
 def content_key(config_hash: str, seed: int, data_fingerprint: str, code_version: str) -> str:
     """A run's identity: same key and finished means the same computation, so it is reused."""
     text = f"{config_hash}|{seed}|{data_fingerprint}|{code_version}"
@@ -80,26 +96,33 @@ class RunRecord:
     dir: Path
     ledger: Ledger
     mirrors: list = field(default_factory=list)  # ablab.train.mirrors objects fed a copy of every metric row
+    lock: RunLock | None = field(default=None, repr=False)  # held while this process trains the run
 
     @classmethod
     def create(cls, lab: Path, cfg: Config, identity: dict[str, Any], ledger: Ledger | None = None,
                provenance: tuple[dict, dict[str, str]] | None = None) -> "RunRecord":
-        """A new run directory and ledger row. `identity` holds data_fingerprint,
-        tokenizer_fingerprint and the rest of what the run is known by before it trains;
-        `provenance` is ablab.store.provenance.collect(lab) when the caller already has it."""
+        """A new run directory and ledger row, the run locked by this process (its trainer).
+        `identity` holds data_fingerprint, tokenizer_fingerprint and the rest of what the run is
+        known by before it trains; `provenance` is ablab.store.provenance.collect(lab) when the
+        caller already has it. The run is marked pending until its row is in, result.json being the
+        last file before the row: ablab.store.reconcile finishes or removes what a kill cuts off."""
         ledger = ledger or Ledger(lab)
         provenance, files = provenance or collect_provenance(lab)
         provenance = dict(provenance)
         root = runs_root(lab)
         root.mkdir(parents=True, exist_ok=True)
         while True:
-            run_id = secrets.token_hex(4)
+            run_id = secrets.token_hex(RUN_ID_BYTES)
+            if not _mark_pending(lab, run_id):
+                continue
             try:
                 (root / run_id).mkdir()
                 break
             except FileExistsError:
+                pending_path(lab, run_id).unlink()
                 continue
         record = cls(run_id, root / run_id, ledger)
+        record.hold()
         record.checkpoints_dir.mkdir()
         chash = config_mod.config_hash(cfg)
         write_json_atomic(record.dir / "config.json", {"config": config_mod.to_dict(cfg), "config_hash": chash})
@@ -131,6 +154,15 @@ class RunRecord:
     @property
     def checkpoints_dir(self) -> Path:
         return self.dir / "checkpoints"
+
+    def hold(self) -> None:
+        """Take the run's lock for this process (ablab.store.runlock), or raise RunBusyError naming the
+        process that trains it; holding it already is fine."""
+        self.lock = (self.lock or RunLock(self.run_id, self.dir)).acquire()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def config(self) -> Config:
         raw = json.loads((self.dir / "config.json").read_text(encoding="utf-8"))["config"]
@@ -209,3 +241,18 @@ class RunRecord:
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / "metrics.jsonl")
         self.ledger.truncate_metrics(self.run_id, after_step)
+        if kept:  # rows a killed driver never applied reach the ledger now; those it has merge unchanged
+            self.ledger.log_metrics(self.run_id, kept)
+
+
+def _mark_pending(lab: Path, run_id: str) -> bool:
+    """Mark `run_id` as being created by this process; False when that id is already marked."""
+    path = pending_path(lab, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+    return True

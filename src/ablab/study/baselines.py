@@ -18,6 +18,7 @@ from typing import Any
 from ablab import config as config_mod
 from ablab.config import Config
 from ablab.errors import UserError
+from ablab.lab import read_user_text
 from ablab.store.ledger import Ledger
 
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<date>\d{4}-\d{2}-\d{2})$")
@@ -63,7 +64,10 @@ def load(lab: Path, ref: str) -> Baseline:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (lab / "baselines").glob("*@*.toml"))) or "none yet"
         raise UserError(f"Unknown baseline {ref} (known: {known}); create it with `ablab baseline new {name} -c CONFIG`.")
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        raw = tomllib.loads(read_user_text(path, "baseline file"))
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path} is not valid TOML ({err}); fix the line it names.") from None
     meta = raw.pop("baseline", {})
     cfg = config_mod.from_dict(raw, where=str(path))
     return Baseline(name, date, cfg, [int(s) for s in meta.get("seeds", [0])], meta.get("parent"),

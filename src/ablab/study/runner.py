@@ -17,7 +17,7 @@ from ablab.data.tokens import prepare_data
 from ablab.errors import UserError
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.executors import base as executors
-from ablab.store.ledger import Ledger
+from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance
 from ablab.study import baselines
 from ablab.study.benchmarks import score_run
@@ -118,14 +118,17 @@ def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_a
                 runner: executors.Executor, progress_for: Callable[[str, int], Any] | None,
                 say: Callable[[str], None]) -> set[str]:
     """Train every (seed, arm) cell of `study` that is not finished on `runner`, linking each run to
-    its cells; the statuses the runs ended with (studies and ladders alike)."""
+    its cells as soon as its record exists (so that a study killed mid-run resumes it when run again);
+    the statuses the runs ended with (studies and ladders alike)."""
     tasks, keys = _decide_cells(lab, ledger, study, seeds, study_arms, say)
+
+    def link(task: executors.Task, run_id: str) -> None:
+        for arm, seed in keys[task.key]:  # cells with the same content key share the run
+            ledger.link_study_run(study, arm, seed, run_id)
+
     states = set()
-    for result in runner.run(tasks, ledger, progress_for):
+    for result in runner.run(tasks, ledger, progress_for, on_run=link):
         task = result.task
-        if result.run_id is not None:
-            for arm, seed in keys[task.key]:  # cells with the same content key share the run
-                ledger.link_study_run(study, arm, seed, result.run_id)
         failure = f": {result.error}" if result.status == "failed" else ""
         say(f"{task.arm} seed {task.seed}: run {result.run_id or '(none)'} {result.status}{failure}")
         states.add(result.status)
@@ -135,41 +138,74 @@ def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_a
 def _decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_arms: list[Arm],
                   say: Callable[[str], None]) -> tuple[list[executors.Task], dict[int, list[tuple[str, int]]]]:
     """(the tasks to dispatch, seeds outermost; {task key: the (arm, seed) cells its run serves}).
-    A cell already finished in the study is skipped, an interrupted one resumed, one whose content
-    key has a finished run anywhere in the lab is linked to it, and cells that share a content key
-    share one task, so that two workers never train the same computation."""
+    A cell whose linked run has the cell's config is skipped when that run is finished and resumed
+    when it is interrupted (a link is written when a run is created, so a killed study's runs are
+    linked); a run of the cell that was created but not yet linked when the study was killed is
+    resumed too. Otherwise a finished run with the cell's content key anywhere in the lab is linked,
+    and cells that share a content key share one task, so that two workers never train the same
+    computation. A linked run that is still training elsewhere stops the study here."""
     provenance = collect_provenance(lab)
     identities: dict[str, dict] = {}
     tasks: list[executors.Task] = []
     keys: dict[int, list[tuple[str, int]]] = {}
     by_content: dict[str, int] = {}
     links = ledger.study_runs(study)  # read once: this loop only links cells it has not read yet
+    unlinked = _unlinked_runs(ledger, study, links)
+
+    def add(cell: tuple[str, int], request: launch.Request, content: str | None) -> None:
+        tasks.append(executors.Task(len(tasks), cell[0], cell[1], request))
+        keys[len(tasks) - 1] = [cell]
+        if content is not None:
+            by_content[content] = len(tasks) - 1
+
     for seed in seeds:
         for arm in study_arms:
             cell = (arm.name, seed)
-            linked = links.get(cell)
-            run = ledger.runs(ids=[linked])[0] if linked and ledger.has_run(linked) else None
+            cfg = with_seed(arm.config, seed, f"{study}/{arm.name}")
+            run = _linked_run(ledger, links.get(cell), cfg)
             if run is not None and run.status in ("finished", "diverged"):
                 continue
+            if run is not None and run.status == "running":
+                raise UserError(f"Run {run.id} of {arm.name} seed {seed} is still training (pid {run.pid} on "
+                                f"{run.host}); wait for it to end or stop it, then run the study again.")
             if run is not None and run.status == "interrupted":
-                tasks.append(executors.Task(len(tasks), arm.name, seed, launch.Request(lab, run_id=run.id)))
-                keys[len(tasks) - 1] = [cell]
+                add(cell, launch.Request(lab, run_id=run.id), run.content_key)
                 continue
-            cfg = with_seed(arm.config, seed, f"{study}/{arm.name}")
             data_key = repr(cfg.data)
             if data_key not in identities:  # a corpus error stops the study here, before anything trains
                 identities[data_key] = launch.identify(prepare_data(cfg.data))
             decision = launch.decide(lab, cfg, ledger, provenance, identities[data_key])
+            orphan = unlinked.pop((cfg.name, decision.key), None)
             if decision.reused is not None:
                 ledger.link_study_run(study, arm.name, seed, decision.reused.id)
                 say(f"{arm.name} seed {seed}: run {decision.reused.id} reused")
             elif decision.key in by_content:
-                keys[by_content[decision.key]].append(cell)
+                shared = by_content[decision.key]
+                keys[shared].append(cell)
+                if tasks[shared].run_id is not None:  # a resumed run is linked now, as a new one is when created
+                    ledger.link_study_run(study, arm.name, seed, tasks[shared].run_id)
+            elif orphan is not None:
+                ledger.link_study_run(study, arm.name, seed, orphan.id)
+                add(cell, launch.Request(lab, run_id=orphan.id), decision.key)
             else:
-                by_content[decision.key] = len(tasks)
-                tasks.append(executors.Task(len(tasks), arm.name, seed, decision.request))
-                keys[len(tasks) - 1] = [cell]
+                add(cell, decision.request, decision.key)
     return tasks, keys
+
+
+def _linked_run(ledger: Ledger, run_id: str | None, cfg: Config) -> Run | None:
+    """The run linked to a cell, unless it is gone or has another config (the design changed since)."""
+    if run_id is None or not ledger.has_run(run_id):
+        return None
+    run = ledger.runs(ids=[run_id])[0]
+    return run if run.config_hash == config_mod.config_hash(cfg) else None
+
+
+def _unlinked_runs(ledger: Ledger, study: str, links: dict) -> dict[tuple[str, str], Run]:
+    """(name, content key) -> an interrupted run of this study that no cell links: one that was
+    created, then killed before its link was written (or whose row was rebuilt from its directory)."""
+    linked = set(links.values())
+    return {(run.name, run.content_key): run for run in ledger.runs(status="interrupted")
+            if run.id not in linked and run.name.startswith(f"{study}/")}
 
 
 def _score_benchmarks(lab: Path, spec: StudySpec, arm: str, seed: int, say: Callable[[str], None]) -> None:

@@ -8,7 +8,9 @@ tokens under the equal-tokens axis, no seeds) with one sentence each.
 
 from __future__ import annotations
 
+import datetime
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -17,8 +19,9 @@ from typing import Any
 
 from ablab import config as config_mod
 from ablab.analysis.verdicts import BASELINE_ARM
-from ablab.config import Config
-from ablab.errors import UserError
+from ablab.config import SEED_LIMIT, Config
+from ablab.errors import ConfigError, UserError
+from ablab.lab import check_name, read_user_text
 from ablab.study.baselines import Baseline, parse_ref
 
 CATEGORIES = ("hyperparameter", "optimizer", "memory", "architecture", "training recipe", "data")
@@ -111,6 +114,82 @@ class Arm:
     config: Config = field(repr=False, default=None)
 
 
+# Every key a study file may hold, by section: its TOML type and a line showing a valid value. A
+# key not listed is refused with a did-you-mean; ranges are checked in _check_values.
+SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
+    "meta": {"name": (str, 'name = "muon-lr"'), "category": (str, 'category = "optimizer"'),
+             "date": ((str, datetime.date), 'date = "2026-11-21"')},
+    "objective": {"question": (str, 'question = "Does a Muon lr of 0.04 beat 0.02?"')},
+    "hypothesis": {"mechanism": (str, 'mechanism = "..."'), "prediction": (str, 'prediction = "..."'),
+                   "falsification": (str, 'falsification = "..."'), "metric": (str, 'metric = "val_loss"'),
+                   "direction": (str, 'direction = "decrease"'), "min_effect": (float, "min_effect = 0.01"),
+                   "read_at": (str, 'read_at = "final"')},
+    "design": {"baseline": (str, 'baseline = "main@2026-11-21"'), "axis": (str, 'axis = "tokens"'),
+               "budget": (float, "budget = 409_600"), "seeds": (list, "seeds = [0, 1, 2]"),
+               "variables": (dict, 'variables = { "optim.lr" = [0.04] }'),
+               "arms": (dict, '[design.arms.no-norm] with "model.norm" = "none"'), "mode": (str, 'mode = "grid"'),
+               "frozen": (list, 'frozen = ["optim.lr"]'), "metrics": (list, 'metrics = ["val_loss"]'),
+               "benchmarks": (list, 'benchmarks = ["piqa"]'), "benchmark_limit": (int, "benchmark_limit = 200")},
+    "expected": {"outcomes": (str, 'outcomes = "..."')},
+}
+_TYPE_NAMES = {str: "a quoted string", int: "a whole number", float: "a number", list: "a list", dict: "a table"}
+
+
+def _check_schema(raw: dict, where: str) -> None:
+    """Every section and key known (else a did-you-mean), every value of its TOML type."""
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            raise UserError(f"In {where}, unknown section [{section}];{config_mod.did_you_mean(section, SCHEMA)} "
+                            "The sections are meta, objective, hypothesis, design and expected.")
+        if not isinstance(table, dict):
+            raise UserError(f"In {where}, [{section}] must be a table; see `ablab study new` for the template.")
+        for key, value in table.items():
+            if key not in SCHEMA[section]:
+                raise UserError(f"In {where}, [{section}] has no key '{key}';"
+                                f"{config_mod.did_you_mean(key, SCHEMA[section])} Its keys are: "
+                                f"{', '.join(SCHEMA[section])}.")
+            kind, example = SCHEMA[section][key]
+            accepted = (int, float) if kind is float else kind
+            if not isinstance(value, accepted) or isinstance(value, bool):
+                name = _TYPE_NAMES[kind[0] if isinstance(kind, tuple) else kind]
+                raise UserError(f"In {where}, {section}.{key} must be {name}, not {value!r}; e.g. {example}.")
+
+
+def _check_values(raw: dict, where: str) -> None:
+    """The ranges the types alone do not say: a safe name, finite sizes, seeds, lists of names."""
+    meta, hyp, design = (raw.get(s, {}) for s in ("meta", "hypothesis", "design"))
+    if meta.get("name", "") != "":
+        check_name(meta["name"], f"In {where}, meta.name", '"muon-lr"')
+    budget, min_effect = design.get("budget", 1), hyp.get("min_effect", 0)
+    if not (math.isfinite(budget) and budget > 0):
+        raise UserError(f"In {where}, design.budget must be a finite number above 0, not {budget}; "
+                        "e.g. budget = 409_600.")
+    if not (math.isfinite(min_effect) and min_effect >= 0):
+        raise UserError(f"In {where}, hypothesis.min_effect is a size, so a finite number of 0 or more, not "
+                        f"{min_effect}; e.g. min_effect = 0.01.")
+    seeds = design.get("seeds", [])
+    if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < SEED_LIMIT for s in seeds):
+        raise UserError(f"In {where}, design.seeds must be whole numbers in [0, 2**32), not {seeds!r}; "
+                        "e.g. seeds = [0, 1, 2].")
+    if len(set(seeds)) < len(seeds):
+        raise UserError(f"In {where}, design.seeds {seeds!r} repeats a seed; give each seed once.")
+    if design.get("benchmark_limit", 0) < 0:
+        raise UserError(f"In {where}, design.benchmark_limit must be 0 (every example) or more, not "
+                        f"{design['benchmark_limit']}.")
+    for key in ("frozen", "metrics", "benchmarks"):
+        if not all(isinstance(item, str) for item in design.get(key, [])):
+            raise UserError(f"In {where}, design.{key} must be a list of quoted names, not {design[key]!r}; "
+                            f"e.g. {SCHEMA['design'][key][1]}.")
+    for metric in design.get("metrics", []):
+        if metric not in METRICS:
+            raise UserError(f"In {where}, design.metrics has '{metric}', which is not a metric;"
+                            f"{config_mod.did_you_mean(metric, METRICS)} The metrics are: {', '.join(METRICS)}.")
+    for arm, changes in design.get("arms", {}).items():
+        if not isinstance(changes, dict):
+            raise UserError(f"In {where}, design.arms.{arm} must be a table of config changes, not {changes!r}; "
+                            f"e.g. {SCHEMA['design']['arms'][1]}.")
+
+
 def _section(raw: dict, name: str, where: str) -> dict:
     value = raw.get(name, {})
     if not isinstance(value, dict):
@@ -127,16 +206,14 @@ def _require(table: dict, key: str, section: str, where: str) -> Any:
 def parse(path: Path) -> StudySpec:
     """Read and check the shape of a study file (not yet against its baseline)."""
     where = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"Study file {path} does not exist; create one with `ablab study new NAME`.")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raw = tomllib.loads(read_user_text(path, "study file"))
+    except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML ({err}); fix the line it names.") from None
-    unknown = set(raw) - {"meta", "objective", "hypothesis", "design", "expected"}
-    if unknown:
-        raise UserError(f"In {where}, unknown section [{sorted(unknown)[0]}]; the sections are meta, objective, "
-                        "hypothesis, design and expected.")
+    _check_schema(raw, where)
+    _check_values(raw, where)
     meta, hyp, design = (_section(raw, s, where) for s in ("meta", "hypothesis", "design"))
     category = _require(meta, "category", "meta", where)
     if category not in CATEGORIES:
@@ -181,8 +258,6 @@ def _check_prediction(p: Prediction, where: str) -> None:
     if p.read_at not in ("final", "best") and not re.fullmatch(r"tokens:\d+", p.read_at.replace("_", "")):
         raise UserError(f"In {where}, hypothesis.read_at must be 'final', 'best' or 'tokens:N' (e.g. tokens:500000), "
                         f"not {p.read_at!r}.")
-    if p.min_effect < 0:
-        raise UserError(f"In {where}, hypothesis.min_effect is a size, so it must be zero or positive.")
 
 
 def _design_variables(design: dict, where: str) -> tuple[dict[str, list], dict[str, dict], str]:
@@ -220,10 +295,19 @@ def arms(spec: StudySpec, baseline: Baseline) -> list[Arm]:
         combos = zip(*spec.variables.values()) if spec.mode == "zip" else itertools.product(*spec.variables.values())
         settings = [(" ".join(f"{k}={v}" for k, v in zip(keys, combo)), dict(zip(keys, combo))) for combo in combos]
     budget = budget_changes(spec)
-    result = [Arm(BASELINE_ARM, {}, config_mod.replace(baseline.config, budget))]
+    result = [Arm(BASELINE_ARM, {}, _arm_config(spec, BASELINE_ARM, baseline.config, budget))]
     for name, changes in settings:
-        result.append(Arm(name, changes, config_mod.replace(baseline.config, {**changes, **budget})))
+        result.append(Arm(name, changes, _arm_config(spec, name, baseline.config, {**changes, **budget})))
     return result
+
+
+def _arm_config(spec: StudySpec, arm: str, base: Config, changes: dict[str, Any]) -> Config:
+    """The baseline's config with an arm's changes, validated as any config is; a refusal names the
+    study file and the arm."""
+    try:
+        return config_mod.replace(base, changes)
+    except ConfigError as err:
+        raise ConfigError(f"In {spec.path or spec.name}, arm '{arm}': {err}") from None
 
 
 def budget_changes(spec: StudySpec) -> dict[str, Any]:

@@ -203,6 +203,12 @@ class FollowerRecord:
     def heartbeat(self) -> None:
         pass
 
+    def hold(self) -> None:  # rank 0 holds the run's lock for every rank
+        pass
+
+    def release(self) -> None:
+        pass
+
     def log_event(self, *args, **fields) -> None:
         pass
 

@@ -12,6 +12,7 @@ the same key is returned instead of training it again, unless the caller forces 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ from ablab.data.tokens import PreparedData, prepare_data
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance
+from ablab.store.reconcile import settle
 from ablab.store.record import RunRecord, content_key, runs_root
 from ablab.train import distributed
 from ablab.train.loop import Outcome, ProgressFn, Training
@@ -90,17 +92,32 @@ def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force:
 
 
 def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None, log_to: Sequence[str] = ()) -> Outcome:
-    """Continue a run from its newest intact checkpoint; inside torchrun's workers every rank loads it."""
+    """Continue a run from its newest intact checkpoint; inside torchrun's workers every rank loads it.
+    The run's lock comes first (RunBusyError while another process trains it, before a checkpoint is
+    read; rank 0 holds it for all ranks). A run whose result.json says it ended is returned as it is,
+    its ledger row set to match when a kill came between the two (ablab.store.reconcile)."""
     record = RunRecord.open(lab, run_id)
-    result = record.result()
-    if result.get("status") in ("finished", "diverged"):
-        return Outcome(record.run_id, result["status"], result)
-    cfg = record.config()
-    world = distributed.join(cfg)
-    training = Training(cfg, world=world)
-    if world.is_main:
-        record.start_mirrors(make_mirrors(list(log_to)), lab, training.cfg)
-    training.attach(record if world.is_main else distributed.FollowerRecord(record.run_id, record.dir), resume=True)
+    main = not distributed.in_worker() or int(os.environ["RANK"]) == 0
+    if main:
+        record.hold()
+    try:
+        result = record.result()
+        if result.get("status") in ("finished", "diverged"):
+            if main:  # the lock is ours, so no process trains it: the file is the whole truth
+                row = record.ledger.run(record.run_id)
+                settle(record.ledger, row.id, row.status, row.heartbeat)
+            record.release()
+            return Outcome(record.run_id, result["status"], result)
+        cfg = record.config()
+        world = distributed.join(cfg)
+        training = Training(cfg, world=world)
+        if world.is_main:
+            record.start_mirrors(make_mirrors(list(log_to)), lab, training.cfg)
+        training.attach(record if world.is_main else distributed.FollowerRecord(record.run_id, record.dir),
+                        resume=True)
+    except BaseException:
+        record.release()
+        raise
     return training.run(progress)
 
 
@@ -112,24 +129,28 @@ def open_training(request: Request, ledger: Any,
     on_record = on_record or (lambda record: None)
     if request.run_id is not None:
         record = _reopen(request, ledger)
+        training = None
+    else:
+        training = Training(request.config, prepare_data(request.config.data))
+        record = RunRecord.create(request.lab, request.config, request.identity, ledger, request.provenance)
+    try:  # the record holds the run's lock from here; a failure before training releases it
         on_record(record)
-        training = Training(record.config())
-        training.attach(record, resume=True)
-        return record, training
-    training = Training(request.config, prepare_data(request.config.data))
-    record = RunRecord.create(request.lab, request.config, request.identity, ledger, request.provenance)
-    on_record(record)
-    training.attach(record, resume=False)
+        training = training or Training(record.config())
+        training.attach(record, resume=request.run_id is not None)
+    except BaseException:
+        record.release()
+        raise
     return record, training
 
 
 def _reopen(request: Request, ledger: Any) -> RunRecord:
-    """The record of a run to resume; a retry first moves the failed attempt's error aside."""
+    """The record of a run to resume, locked; a retry first moves the failed attempt's error aside."""
     folder = runs_root(request.lab) / request.run_id
     if not folder.is_dir():
         raise UserError(f"Run {request.run_id} is in the ledger but its directory {folder} is gone; "
                         "restore it from an `ablab export` archive with `ablab import`.")
     record = RunRecord(request.run_id, folder, ledger)
+    record.hold()
     result = record.result()
     if "error" in result:
         earlier = result.pop("previous_errors", []) + [{"error": result.pop("error"),

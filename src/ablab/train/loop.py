@@ -78,11 +78,18 @@ class Training:
         self.wall_start = time.perf_counter()
 
     def attach(self, record: RunRecord, resume: bool) -> None:
-        """Write into `record`; when resuming, continue from its newest intact checkpoint."""
+        """Write into `record`; when resuming, continue from its newest intact checkpoint. The run's
+        lock is taken first (RunBusyError while another process trains it, before any checkpoint is
+        read) and held until `run` returns."""
         self.record = record
-        record.heartbeat()  # this process now owns the run: its host and pid go into the ledger
-        if resume:
-            self._restore()
+        record.hold()
+        try:
+            record.heartbeat()  # this process now owns the run: its host and pid go into the ledger
+            if resume:
+                self._restore()
+        except BaseException:
+            record.release()
+            raise
 
     def _restore(self) -> None:
         path, skipped = checkpoint.latest_valid(self.record.checkpoints_dir)
@@ -186,7 +193,13 @@ class Training:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None) -> Outcome:
-        progress = progress or (lambda step, row: None)
+        """Train to the end of the budget (or a stop) and write the final record; releases the run's lock."""
+        try:
+            return self._run(progress or (lambda step, row: None))
+        finally:
+            self.record.release()
+
+    def _run(self, progress: ProgressFn) -> Outcome:
         self.record.update_result(status="running", started_at=self.record.result().get("started_at", now_iso()),
                                   **self.static_facts())
         hardware.reset_peak_memory(self.device)

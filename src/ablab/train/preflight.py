@@ -12,6 +12,7 @@ import torch
 from ablab.config import Config
 from ablab.data.sampler import BatchSampler
 from ablab.data.tokens import prepare_data
+from ablab.errors import UserError
 from ablab.model.gpt import GPT
 from ablab.model.optim import build_optimizer
 from ablab.train import hardware
@@ -36,6 +37,11 @@ class PreflightResult:
 def preflight(cfg: Config, steps: int = 150, batch_size: int = 4, target: float = 0.1) -> PreflightResult:
     """Train `steps` optimizer steps on one batch of `batch_size` training sequences at the
     config's peak learning rates (no schedule); pass when the final loss is at most `target`."""
+    if steps < 1 or batch_size < 1:
+        raise UserError(f"Preflight needs at least one step on at least one sequence, not {steps} steps of "
+                        f"{batch_size}; e.g. --steps 150 --batch-size 4.")
+    if not (math.isfinite(target) and target >= 0):
+        raise UserError(f"The preflight target is a loss, so a finite number of 0 or more, not {target}; e.g. --target 0.1.")
     device = hardware.pick_device(cfg.train.device)
     data = prepare_data(cfg.data)
     torch.manual_seed(cfg.seed)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -33,6 +34,15 @@ def load_run_model(lab: Path, run_id: str) -> tuple[GPT, Tokenizer, int]:
 
 def sample(lab: Path, run_id: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
            top_k: int | None = 50, seed: int = 0) -> str:
+    """`prompt` continued by `max_new_tokens` tokens sampled at `temperature` (0 = greedy) among the
+    `top_k` most likely (None = all); the arguments are checked before the model is loaded."""
+    if max_new_tokens < 1:
+        raise UserError(f"Sampling needs at least one new token, not {max_new_tokens}; e.g. --tokens 200.")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"The temperature must be a finite number of 0 (greedy) or more, not {temperature}; "
+                        "e.g. --temperature 0.8.")
+    if top_k is not None and top_k < 0:
+        raise UserError(f"top_k must be 0 (all tokens) or more, not {top_k}; e.g. --top-k 50.")
     model, tokenizer, _ = load_run_model(lab, run_id)
     ids = tokenizer.encode(prompt)
     if not ids:
