@@ -30,6 +30,16 @@ def shared_data() -> Path:
     return Path(root)
 
 
+@pytest.fixture
+def one_thread():
+    """train.threads=1 sets this process's torch threads; give the rest of the session its own back."""
+    import torch  # here: conftest itself imports no torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `ablab` command line in a child process."""
     return subprocess.run([*ABLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)

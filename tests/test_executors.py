@@ -24,14 +24,6 @@ WRITES = Ledger.RUN_WRITES  # what a worker sends the driver (ablab.store.proxy)
 BASE = "tiny@2026-11-01"
 
 
-@pytest.fixture
-def one_thread():
-    """train.threads=1 sets this process's torch threads; give the rest of the session its own back."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def make_lab(root: Path) -> Path:
     cfg = C.load(None, [*TINY, "train.max_steps=20", "eval.every=10", "train.threads=1"])
     baselines.create(root, baselines.Baseline("tiny", "2026-11-01", cfg, [0, 1]))

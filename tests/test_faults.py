@@ -12,9 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
-
 from ablab import config as C
 from ablab.store.ledger import Ledger, ledger_path, pending_root
 from ablab.store.record import read_jsonl, runs_root
@@ -61,14 +58,6 @@ for lab in ("final-write", "resume-first", "before-row", "mid-creation"):
         pass
 os.kill(os.getpid(), signal.SIGKILL)
 """
-
-
-@pytest.fixture
-def one_thread():
-    """train.threads=1 sets this process's torch threads; give the rest of the session its own back."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def rows(lab: Path) -> dict[str, str]:

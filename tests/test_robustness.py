@@ -117,3 +117,13 @@ def test_the_ledger_stores_a_non_finite_number_as_null_and_stays_queryable(tmp_p
         assert [s["id"] for s in ledger.summaries(where={"train.peak_flops": 0.0})] == ["nan0run1"]
     listed = ablab("runs", "--sort", "val_loss", cwd=tmp_path)
     assert listed.returncode == 0 and "nan0run1" in listed.stdout, listed.stderr
+
+
+@pytest.mark.parametrize("args", [["gc"], ["gc", "--dry-run"], ["runs"], ["report"], ["baseline", "list"]])
+def test_a_reading_command_outside_a_lab_leaves_the_folder_as_it_was(args, tmp_path):
+    """Run by mistake in a folder that is no lab (no --lab, nothing above it), a command that only
+    reads or prunes creates no ledger there."""
+    result = ablab(*args, cwd=tmp_path)
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode in (0, 2)
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from ablab import config as C
 from ablab.errors import UserError
@@ -27,14 +26,6 @@ STEPS = 120  # each run: long enough to be killed twice after a checkpoint, shor
 TINY_FAST = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "data.seq_len=32",
              "data.batch_size=4", "eval.every=0", "eval.tokens=256", "train.log_every=10",
              "train.checkpoint_every=20", "train.threads=1"]
-
-
-@pytest.fixture
-def one_thread():
-    """train.threads=1 sets this process's torch threads; give the rest of the session its own back."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def fault_lab(root: Path) -> Path:

@@ -173,7 +173,7 @@ def baseline_promote(study: str = typer.Argument(..., help="Study name."),
 @study_app.command("new")
 def study_new(name: str = typer.Argument(..., help="Study name."),
               baseline: Optional[str] = typer.Option(None, help="The dated baseline it runs against (default: a "
-                                                     "main@YYYY-MM-DD placeholder to fill in before `study plan`)."),
+                                                     "main@YYYY-MM-DD, which `study plan` asks you to replace)."),
               lab: Optional[Path] = LabOpt) -> None:
     """Write a commented study template to `studies/NAME.toml`.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablab.store import checkpoint
-from ablab.store.ledger import Ledger
+from ablab.store.ledger import Ledger, ledger_path
 from ablab.store.record import runs_root
 
 DONE = ("finished", "diverged")
@@ -45,6 +45,8 @@ class PruneReport:
 def prune_checkpoints(lab: Path, dry_run: bool = False) -> PruneReport:
     """Remove every checkpoint of finished and diverged runs but each one's newest intact one."""
     report = PruneReport(dry_run)
+    if not ledger_path(lab).exists():  # no runs, so nothing to prune; a folder that is no lab stays as it was
+        return report
     with Ledger(lab) as ledger:
         done = [run for status in DONE for run in ledger.runs(status=status)]
     for run in sorted(done, key=lambda r: (r.created_at, r.id)):

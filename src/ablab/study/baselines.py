@@ -19,7 +19,7 @@ from ablab import config as config_mod
 from ablab.config import Config
 from ablab.errors import UserError
 from ablab.lab import read_user_text
-from ablab.store.ledger import Ledger
+from ablab.store.ledger import Ledger, ledger_path
 
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<date>\d{4}-\d{2}-\d{2})$")
 
@@ -126,7 +126,10 @@ def check_date(date: str) -> str:
 
 
 def listing(lab: Path) -> list[dict[str, Any]]:
-    """Every baseline of the lab: ref, seeds, current flag, parent, justified_by, noise floor."""
+    """Every baseline of the lab: ref, seeds, current flag, parent, justified_by, noise floor.
+    A folder with no ledger has none, and gets no ledger from being asked."""
+    if not ledger_path(lab).exists():
+        return []
     with Ledger(lab) as ledger:
         return ledger.baselines()
 
