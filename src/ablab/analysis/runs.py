@@ -11,7 +11,6 @@ import csv
 import difflib
 import io
 import json
-import math
 import shlex
 import typing
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ablab import config as config_mod
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run, ledger_path
 from ablab.store.record import STATUSES, now_iso
+from ablab.store.tables import finite
 
 # Columns of `ablab runs`, in order; each is a key of every row.
 COLUMNS = ["id", "name", "status", "created", "steps", "tokens", "val_loss", "best_val_loss",
@@ -187,17 +187,7 @@ def _csv_value(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """One JSON document that any JSON reader parses (what every `--json` prints): a NaN or
     infinity becomes null, a value JSON has no form for (a path, a date) its text."""
-    return json.dumps(_finite(value), indent=2, allow_nan=False, default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+    return json.dumps(finite(value), indent=2, allow_nan=False, default=str)
 
 
 def as_document(sections: dict[str, Table]) -> dict[str, Any]:

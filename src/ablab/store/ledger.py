@@ -8,13 +8,13 @@ opening an older ledger runs the migrations in order.
 Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag, remove_tag,
 delete_run (`ablab runs rm`: one run's rows in one transaction); baselines
 and studies (save_*, update_*, link_study_run); benchmark results (record_evals); scaling-law fits
-(save_fit). Queries return plain dataclasses and dicts.
+(save_fit); those of the lab-level tables are in ablab.store.tables, which Ledger inherits.
+Queries return plain dataclasses and dicts.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sqlite3
@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 
 from ablab.errors import UserError
 from ablab.store.schema import EVAL_KEY, migrate
+from ablab.store.tables import LabTables, dump
 
 # Set by ablab.store.proxy.become_worker: a worker's writes go to the driver, never to the database.
 WORKER_PROCESS = False
@@ -76,7 +77,7 @@ def pending_path(lab: Path, run_id: str) -> Path:
     return pending_root(lab) / run_id
 
 
-class Ledger:
+class Ledger(LabTables):
     """One lab's ledger. Every write is one BEGIN IMMEDIATE transaction; RUN_WRITES are the ones a
     run makes while it trains, the only ones a worker's LedgerProxy (ablab.store.proxy) carries."""
 
@@ -117,9 +118,6 @@ class Ledger:
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
-    def _write(self):
-        return _Transaction(self.conn)
-
     # -- writes -----------------------------------------------------------------------------------
     def record_run(self, run: Run) -> None:
         with self._write():
@@ -131,8 +129,8 @@ class Ledger:
                 " host=excluded.host, pid=excluded.pid, provenance=excluded.provenance",
                 (run.id, run.name, run.status, run.created_at, run.finished_at, time.time(),
                  run.host or socket.gethostname(), run.pid or os.getpid(), run.config_hash, run.seed,
-                 run.data_fingerprint, run.code_version, run.content_key, _dump(run.config),
-                 _dump(run.provenance), _dump(run.result)))
+                 run.data_fingerprint, run.code_version, run.content_key, dump(run.config),
+                 dump(run.provenance), dump(run.result)))
         pending_path(self.lab, run.id).unlink(missing_ok=True)  # the row is in: its creation is complete
 
     def log_metrics(self, run_id: str, rows: Iterable[dict]) -> None:
@@ -141,7 +139,7 @@ class Ledger:
             self.conn.executemany(
                 "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
                 " DO UPDATE SET data = json_patch(data, excluded.data)",
-                [(run_id, row["step"], _dump(row)) for row in rows])
+                [(run_id, row["step"], dump(row)) for row in rows])
             self.conn.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
 
     def truncate_metrics(self, run_id: str, after_step: int) -> None:
@@ -152,7 +150,7 @@ class Ledger:
         with self._write():
             self.conn.execute(
                 "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
-                (run_id, event["step"], event["kind"], event["time"], _dump(event)))
+                (run_id, event["step"], event["kind"], event["time"], dump(event)))
 
     def heartbeat(self, run_id: str, host: str | None = None, pid: int | None = None) -> None:
         """The run is alive in process `pid` on `host` (by default this process: a worker's proxy
@@ -165,7 +163,7 @@ class Ledger:
         """Set a run's status and result (also used for `running` at start and on resume)."""
         with self._write():
             self.conn.execute("UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?",
-                              (status, _dump(result), finished_at, time.time(), run_id))
+                              (status, dump(result), finished_at, time.time(), run_id))
 
     def repair_run(self, run_id: str, seen_heartbeat: float | None, result: dict, metrics: Iterable[dict],
                    events: Iterable[dict], evals: Iterable[dict]) -> bool:
@@ -177,20 +175,20 @@ class Ledger:
             cursor = self.conn.execute(
                 "UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?"
                 " AND status IN ('running', 'interrupted') AND heartbeat IS ?",
-                (result["status"], _dump(result), result.get("finished_at"), time.time(), run_id, seen_heartbeat))
+                (result["status"], dump(result), result.get("finished_at"), time.time(), run_id, seen_heartbeat))
             if cursor.rowcount != 1:
                 return False
             self.conn.executemany(  # merged as log_metrics merges: rows the ledger already has stay as they are
                 "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
                 " DO UPDATE SET data = json_patch(data, excluded.data)",
-                [(run_id, row["step"], _dump(row)) for row in metrics])
+                [(run_id, row["step"], dump(row)) for row in metrics])
             self.conn.executemany(
                 "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
-                [(run_id, e["step"], e["kind"], e["time"], _dump(e)) for e in events])
+                [(run_id, e["step"], e["kind"], e["time"], dump(e)) for e in events])
             self.conn.executemany(
                 f"INSERT OR REPLACE INTO eval_results ({', '.join(EVAL_KEY)}, created_at, data)"
                 f" VALUES ({', '.join('?' * (len(EVAL_KEY) + 2))})",
-                [(*(row[k] for k in EVAL_KEY), row["created_at"], _dump(row["data"])) for row in evals])
+                [(*(row[k] for k in EVAL_KEY), row["created_at"], dump(row["data"])) for row in evals])
         return True
 
     def add_note(self, run_id: str, text: str, at: str) -> None:
@@ -215,16 +213,16 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run.id, run.name, run.status, run.created_at, run.finished_at, run.heartbeat, run.host, run.pid,
                  run.config_hash, run.seed, run.data_fingerprint, run.code_version, run.content_key,
-                 _dump(run.config), _dump(run.provenance), _dump(run.result)))
+                 dump(run.config), dump(run.provenance), dump(run.result)))
             # The same merge as log_metrics, so a run directory's metrics.jsonl (where a final eval row
             # repeats the last train step) becomes the rows its training wrote.
             self.conn.executemany(
                 "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
                 " DO UPDATE SET data = json_patch(data, excluded.data)",
-                [(run.id, row["step"], _dump(row)) for row in metrics])
+                [(run.id, row["step"], dump(row)) for row in metrics])
             self.conn.executemany(
                 "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
-                [(run.id, e["step"], e["kind"], e["time"], _dump(e)) for e in events])
+                [(run.id, e["step"], e["kind"], e["time"], dump(e)) for e in events])
             self.conn.executemany("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)",
                                   [(run.id, n["time"], n["text"]) for n in notes])
             self.conn.executemany("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)",
@@ -344,109 +342,6 @@ class Ledger:
         return self.runs(ids=[row[0]])[0] if row else None
 
 
-    # -- baselines and studies (schema version 2) ---------------------------------------------------
-    def save_baseline(self, name: str, date: str, config: dict, seeds: list[int], data: dict) -> None:
-        with _Transaction(self.conn):
-            self.conn.execute("INSERT INTO baselines (name, date, config, seeds, created_at, data)"
-                              " VALUES (?, ?, ?, ?, datetime('now'), ?)",
-                              (name, date, _dump(config), _dump(seeds), _dump(data)))
-
-    def update_baseline_data(self, name: str, date: str, changes: dict) -> None:
-        with _Transaction(self.conn):
-            self.conn.execute("UPDATE baselines SET data = json_patch(data, ?) WHERE name=? AND date=?",
-                              (_dump(changes), name, date))
-
-    def set_current_baseline(self, name: str, date: str) -> None:
-        """Make NAME@DATE the current baseline of its name (exactly one per name)."""
-        with _Transaction(self.conn):
-            self.conn.execute("UPDATE baselines SET data = json_set(data, '$.current', json('false')) WHERE name=?",
-                              (name,))
-            self.conn.execute("UPDATE baselines SET data = json_set(data, '$.current', json('true'))"
-                              " WHERE name=? AND date=?", (name, date))
-
-    def baselines(self) -> list[dict]:
-        rows = self.conn.execute("SELECT name, date, config, seeds, created_at, data FROM baselines ORDER BY name, date")
-        return [{"ref": f"{n}@{d}", "name": n, "date": d, "config": json.loads(c), "seeds": json.loads(s),
-                 "created_at": at, **json.loads(data)} for n, d, c, s, at, data in rows]
-
-    def save_study(self, name: str, baseline: str, spec: dict) -> None:
-        """Record a study's spec; a study keeps its baseline and researcher's notes once recorded."""
-        with _Transaction(self.conn):
-            self.conn.execute("INSERT INTO studies (name, baseline, spec, created_at) VALUES (?, ?, ?, datetime('now'))"
-                              " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec", (name, baseline, _dump(spec)))
-
-    def update_study_data(self, name: str, changes: dict) -> None:
-        with _Transaction(self.conn):
-            self.conn.execute("UPDATE studies SET data = json_patch(data, ?) WHERE name=?", (_dump(changes), name))
-
-    def studies(self) -> list[dict]:
-        rows = self.conn.execute("SELECT name, baseline, spec, created_at, data FROM studies ORDER BY created_at, rowid")
-        return [{"name": n, "baseline": b, "spec": json.loads(s), "created_at": at, "data": json.loads(d)}
-                for n, b, s, at, d in rows]
-
-    def study(self, name: str) -> dict | None:
-        return next((s for s in self.studies() if s["name"] == name), None)
-
-    def link_study_run(self, study: str, arm: str, seed: int, run_id: str) -> None:
-        with _Transaction(self.conn):
-            self.conn.execute("INSERT INTO study_runs (study, arm, seed, run_id) VALUES (?, ?, ?, ?)"
-                              " ON CONFLICT (study, arm, seed) DO UPDATE SET run_id = excluded.run_id",
-                              (study, arm, seed, run_id))
-
-    def study_runs(self, study: str) -> dict[tuple[str, int], str]:
-        rows = self.conn.execute("SELECT arm, seed, run_id FROM study_runs WHERE study=?", (study,))
-        return {(arm, seed): run_id for arm, seed, run_id in rows}
-
-    # -- benchmark results (schema version 3): keyed by run, step, task version and settings ---------
-    def record_evals(self, rows: Iterable[dict]) -> None:
-        """Benchmark results, each a dict with the EVAL_KEY fields, `created_at` and `data` (n,
-        skipped, metrics); a row with the same key replaces the earlier one."""
-        with self._write():
-            self.conn.executemany(
-                "INSERT INTO eval_results (run_id, step, task, task_version, num_fewshot, example_limit, seed,"
-                " created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT"
-                " (run_id, step, task, task_version, num_fewshot, example_limit, seed)"
-                " DO UPDATE SET created_at = excluded.created_at, data = excluded.data",
-                [(*(row[k] for k in EVAL_KEY), row["created_at"],
-                  _dump(row["data"])) for row in rows])
-
-    def evals(self, run_ids: list[str] | None = None, task: str | None = None) -> list[dict]:
-        """Stored benchmark results, by run, step and task, oldest evaluation first within a key."""
-        clauses, params = [], []
-        if run_ids is not None:
-            clauses.append(f"run_id IN ({','.join('?' * len(run_ids))})")
-            params += run_ids
-        if task is not None:
-            clauses.append("task = ?")
-            params.append(task)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        rows = self.conn.execute(
-            f"SELECT {', '.join(EVAL_KEY)}, created_at, data FROM eval_results{where}"
-            " ORDER BY run_id, step, task, created_at", params)
-        return [{**dict(zip(EVAL_KEY, row[:-2])), "created_at": row[-2], **json.loads(row[-1])} for row in rows]
-
-    # -- scaling-law fits (schema version 4): kind, compute convention, what they were fitted to ----
-    def save_fit(self, name: str, kind: str, convention: str, data: dict, baseline: str | None = None,
-                 at: str = "") -> int:
-        with self._write():
-            cursor = self.conn.execute(
-                "INSERT INTO scaling_fits (name, baseline, kind, convention, created_at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (name, baseline, kind, convention, at, _dump(data)))
-        return int(cursor.lastrowid)
-
-    def fits(self, name: str | None = None, baseline: str | None = None, kind: str | None = None) -> list[dict]:
-        """Stored fits, newest first, filtered by name, baseline ref and kind."""
-        clauses, params = [], []
-        for column, value in (("name", name), ("baseline", baseline), ("kind", kind)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        rows = self.conn.execute("SELECT id, name, baseline, kind, convention, created_at, data FROM scaling_fits"
-                                 f"{where} ORDER BY created_at DESC, id DESC", params)
-        return [{"id": i, "name": n, "baseline": b, "kind": k, "convention": c, "created_at": at, **json.loads(d)}
-                for i, n, b, k, c, at, d in rows]
-
     # -- config columns, tag removal and run removal (`ablab runs --columns`, `tag --remove`, `runs rm`) --
     def config_values(self, keys: list[str]) -> dict[str, list[Any]]:
         """Run id -> the values of these dotted config keys (None where a run's config lacks one),
@@ -479,35 +374,6 @@ class Ledger:
         with self._write():
             return {table: self.conn.execute(f"DELETE FROM {table} WHERE {column}=?", (run_id,)).rowcount
                     for table, column in tables.items()}
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error: one write, all or nothing."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, *rest):
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def _dump(value: Any) -> str:
-    """JSON for the database. A NaN or infinity (a diverged loss, a bad measurement) is stored as
-    null: SQLite's JSON functions reject those tokens, and one of them would break every query."""
-    return json.dumps(_finite(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _run_from_row(row: sqlite3.Row, tags: list[str]) -> Run:
