@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ablab import config as C
-from ablab.errors import ConfigError
+from ablab.errors import ConfigError, UserError
 from ablab.store.ledger import Ledger, Run
 from ablab.store.record import now_iso
 
@@ -127,3 +127,13 @@ def test_a_reading_command_outside_a_lab_leaves_the_folder_as_it_was(args, tmp_p
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     assert result.returncode in (0, 2)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seeds", [[0, 0], [-1], [2**32], [1.5]])
+def test_a_baseline_with_unusable_seeds_is_refused_before_its_file_is_written(seeds, tmp_path):
+    """The library refuses what `--seeds` refuses (one rule, config.seeds_problem), whoever calls it."""
+    from ablab.study import baselines
+
+    with pytest.raises(UserError, match="cannot be used"):
+        baselines.create(tmp_path, baselines.Baseline("main", "2026-12-01", C.Config(), seeds))
+    assert not (tmp_path / "baselines").exists() and not (tmp_path / ".ablab").exists()

@@ -326,6 +326,18 @@ def replace(cfg: Config, changes: dict[str, Any]) -> Config:
 SEED_LIMIT = 2**32  # seeds are NumPy and torch generator seeds: [0, 2**32)
 
 
+
+def seeds_problem(seeds: typing.Sequence[Any]) -> str | None:
+    """Why `seeds` cannot be the seeds of a study or baseline, or None: each must be a whole number
+    in [0, 2**32) (as `seed` is), and none may repeat (a repeated seed is one run counted twice)."""
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+            return f"seed {seed!r} is not a whole number in [0, 2**32)"
+    if len(set(seeds)) < len(seeds):
+        return "it repeats a seed (give each seed once)"
+    return None
+
+
 @dataclass(frozen=True)
 class Range:
     """The values one numeric setting may take: from `low` to `high`, each end included unless

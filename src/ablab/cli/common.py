@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from ablab.config import SEED_LIMIT
+from ablab.config import seeds_problem
 from ablab.errors import UserError
 from ablab.lab import find_lab, require_lab
 
@@ -59,11 +59,9 @@ def bounded(low: float | None = None, high: float | None = None, example: Any = 
 def seed_list(text: str, option: str = "seeds") -> list[int]:
     """A comma-separated list of distinct seeds, each in [0, 2**32), or one sentence naming the option."""
     seeds = number_list(text, option, int, "0,1,2")
-    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
-    if bad:
-        raise UserError(f"--{option}: seed {bad[0]} is outside [0, 2**32); write e.g. --{option} 0,1,2.")
-    if len(set(seeds)) < len(seeds):
-        raise UserError(f"--{option} {text!r} repeats a seed; give each seed once, e.g. --{option} 0,1,2.")
+    problem = seeds_problem(seeds)
+    if problem:
+        raise UserError(f"--{option} {text!r} cannot be used: {problem}; write e.g. --{option} 0,1,2.")
     return seeds
 
 

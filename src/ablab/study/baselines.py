@@ -78,6 +78,10 @@ def create(lab: Path, baseline: Baseline) -> Path:
     """Write a new baseline file, register it in the ledger and make it the current one of its name."""
     if not baseline.seeds:
         raise UserError("A baseline needs at least one seed; pass --seeds 0,1,2.")
+    problem = config_mod.seeds_problem(baseline.seeds)
+    if problem:
+        raise UserError(f"The seeds {baseline.seeds} of baseline {baseline.name} cannot be used: {problem}; "
+                        "pass e.g. --seeds 0,1,2.")
     path = baseline_path(lab, baseline.ref)
     if path.exists():
         raise UserError(f"Baseline {baseline.ref} already exists and dated baselines never change; "

@@ -19,7 +19,7 @@ from typing import Any
 
 from ablab import config as config_mod
 from ablab.analysis.verdicts import BASELINE_ARM
-from ablab.config import SEED_LIMIT, Config
+from ablab.config import Config, seeds_problem
 from ablab.errors import ConfigError, UserError
 from ablab.lab import check_name, read_user_text
 from ablab.study.baselines import Baseline, parse_ref
@@ -168,11 +168,9 @@ def _check_values(raw: dict, where: str) -> None:
         raise UserError(f"In {where}, hypothesis.min_effect is a size, so a finite number of 0 or more, not "
                         f"{min_effect}; e.g. min_effect = 0.01.")
     seeds = design.get("seeds", [])
-    if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < SEED_LIMIT for s in seeds):
-        raise UserError(f"In {where}, design.seeds must be whole numbers in [0, 2**32), not {seeds!r}; "
-                        "e.g. seeds = [0, 1, 2].")
-    if len(set(seeds)) < len(seeds):
-        raise UserError(f"In {where}, design.seeds {seeds!r} repeats a seed; give each seed once.")
+    problem = seeds_problem(seeds)
+    if problem:
+        raise UserError(f"In {where}, design.seeds {seeds!r} cannot be used: {problem}; e.g. seeds = [0, 1, 2].")
     if design.get("benchmark_limit", 0) < 0:
         raise UserError(f"In {where}, design.benchmark_limit must be 0 (every example) or more, not "
                         f"{design['benchmark_limit']}.")
