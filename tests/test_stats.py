@@ -42,7 +42,8 @@ def test_paired_matches_hand_computation_and_scipy():
     assert result.p == pytest.approx(2 * sps.t.sf(t, 3))
     reference = sps.ttest_rel(arm, baseline).confidence_interval(0.95)
     assert (result.ci_low, result.ci_high) == pytest.approx((reference.low, reference.high))
-    assert (result.boot_low, result.boot_high) == stats.bootstrap_ci([1, 2, 1, 3], seed=0)
+    assert math.isnan(result.boot_low) and math.isnan(result.boot_high)  # 4 seeds: no bootstrap interval
+    assert "35 distinct resamples" in result.boot_note and result.diffs == (1.0, 2.0, 1.0, 3.0)
 
 
 def test_paired_rejects_unequal_lengths():
@@ -192,8 +193,10 @@ def test_verdict_within_noise_floor_states_numbers_and_seeds():
     assert result.outcome == "inconclusive"
     assert result.rule.startswith("inconclusive: mean difference -0.004 is within the noise floor "
                                   "0.006 with 5 seeds")
-    expected = stats.seeds_needed(0.02, comparison.std_diff)
-    assert result.seeds_needed == expected and f"about {expected} seeds" in result.rule
+    assert stats.seeds_needed(0.02, comparison.std_diff) == 3  # fewer than the 5 run: no more seeds to ask for
+    assert result.seeds_needed == 3 and result.seeds_more == 0
+    assert result.rule.endswith("the 5 seeds run already give 80% power for an effect of 0.02, so more seeds are "
+                                "unlikely to change this outcome")
 
 
 def test_verdict_big_decrease_supports_decrease_and_refutes_increase():
@@ -233,8 +236,8 @@ def test_verdict_noisy_small_effect_is_inconclusive_with_seed_estimate():
     assert result.rule.startswith("inconclusive: not significant: p = 0.317")
     assert "with 3 seeds" in result.rule and "-0.0233" in result.rule
     expected = stats.seeds_needed(abs(comparison.mean_diff), comparison.std_diff)
-    assert result.seeds_needed == expected and result.rule.endswith(f"about {expected} seeds would "
-                                                                    "resolve it")
+    assert result.seeds_needed == expected and result.seeds_more == expected - 3
+    assert result.rule.endswith(f"about {expected - 3} more seeds ({expected} in all) would resolve it")
     _one_sentence_with_numbers(result.rule)
 
 
@@ -271,10 +274,13 @@ def test_statistics_agree_with_scipy_on_random_samples(seed):
     assert (p.t, p.p) == pytest.approx((reference.statistic, reference.pvalue))
     interval = sps.t.interval(0.95, df=n_a - 1, loc=np.mean(a - base), scale=sps.sem(a - base))
     assert (p.ci_low, p.ci_high) == pytest.approx(interval)
-    scipy_boot = sps.bootstrap((a - base,), np.mean, n_resamples=4000, method="percentile",
-                               random_state=seed).confidence_interval
-    width = scipy_boot.high - scipy_boot.low
-    assert abs(p.boot_low - scipy_boot.low) < 0.15 * width and abs(p.boot_high - scipy_boot.high) < 0.15 * width
+    if n_a >= stats.MIN_BOOTSTRAP_SEEDS:
+        scipy_boot = sps.bootstrap((a - base,), np.mean, n_resamples=4000, method="percentile",
+                                   random_state=seed).confidence_interval
+        width = scipy_boot.high - scipy_boot.low
+        assert abs(p.boot_low - scipy_boot.low) < 0.15 * width and abs(p.boot_high - scipy_boot.high) < 0.15 * width
+    else:
+        assert math.isnan(p.boot_low) and p.boot_note
 
     columns = {"x": rng.normal(size=20), "y": rng.normal(size=20)}
     columns["z"] = columns["x"] * 2 + rng.normal(size=20)

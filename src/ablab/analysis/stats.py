@@ -17,6 +17,13 @@ from scipy import stats as sps
 
 Values = Sequence[float] | np.ndarray
 
+# Fewest seeds for a bootstrap interval of a paired difference: 5 seeds have 126 distinct resamples,
+# 4 only 35 (a "95%" percentile interval from 35 values is little more than the range of the data).
+MIN_BOOTSTRAP_SEEDS = 5
+# An effect this many times the predicted minimum is flagged as a surprise to check (see `verdict`).
+SURPRISE_FACTOR = 5
+AGAINST_FACTOR = 2  # every seed against the prediction by more than this x the floor refutes (rule 3)
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -42,9 +49,11 @@ class Paired:
     p: float  # two-sided paired t-test
     ci_low: float  # t interval of the mean difference
     ci_high: float
-    boot_low: float  # bootstrap percentile interval of the mean difference (seeds resampled)
+    boot_low: float  # bootstrap percentile interval of the mean difference (seeds resampled); nan below 5 seeds
     boot_high: float
     confidence: float
+    diffs: tuple[float, ...] = ()  # arm[i] - baseline[i], per seed
+    boot_note: str = ""  # why there is no bootstrap interval; empty when there is one
 
 
 @dataclass(frozen=True)
@@ -58,11 +67,20 @@ class Welch:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The computed outcome of a prediction and the one-sentence rule that produced it."""
+    """The computed outcome of a prediction and, in one sentence, the rule that produced it."""
 
     outcome: str  # 'supported', 'refuted' or 'inconclusive'
-    rule: str
-    seeds_needed: int | None = None  # estimate given with inconclusive outcomes, when one exists
+    reason: str  # the rule that fired, with its numbers; does not repeat the outcome
+    seeds_needed: int | None = None  # total seeds estimated to resolve an inconclusive outcome
+    seeds_more: int | None = None  # of those, the ones not yet run
+    p: float = math.nan  # the p-value the rules read: Holm-adjusted when several arms were judged together
+    adjustment: str = ""  # what was done about several arms, e.g. "Holm-adjusted across 3 arms: p 0.004 -> 0.012"
+    surprise: str = ""  # set when the effect is far beyond the predicted size: something to check, not a result
+
+    @property
+    def rule(self) -> str:
+        """The outcome and its reason as one standalone sentence ("supported: mean difference ...")."""
+        return f"{self.outcome}: {self.reason}"
 
 
 def _as_array(values: Values, name: str) -> np.ndarray:
@@ -136,7 +154,8 @@ def paired(
     same (up to float rounding of the inputs), where the t-test is 0/0. There the verdict still
     needs an answer, so: std_diff = 0, p = 1.0 (t = 0) if the mean difference is 0, and
     p = 0.0 (t = +-inf) otherwise; the confidence intervals collapse to the difference itself.
-    One seed gives nan for everything but the mean difference.
+    One seed gives nan for everything but the mean difference. Below MIN_BOOTSTRAP_SEEDS the
+    bootstrap interval is nan and `boot_note` says why.
     """
     a, b = _as_array(arm, "arm"), _as_array(baseline, "baseline")
     if a.size != b.size:
@@ -146,24 +165,34 @@ def paired(
         )
     diffs = a - b
     n, mean_diff = diffs.size, float(diffs.mean())
+    per_seed = {"diffs": tuple(diffs.tolist()), "boot_note": _no_bootstrap(n)}
     if n < 2:
-        return Paired(n, mean_diff, *(math.nan,) * 7, confidence)
+        return Paired(n, mean_diff, *(math.nan,) * 7, confidence, **per_seed)
     rounding = 8 * np.finfo(float).eps * max(np.abs(a).max(), np.abs(b).max())
     if np.ptp(diffs) <= rounding:
         if abs(mean_diff) <= rounding:
             t, p = 0.0, 1.0
         else:
             t, p = math.copysign(math.inf, mean_diff), 0.0
-        collapsed = (mean_diff,) * 4  # both intervals are the difference itself
-        return Paired(n, mean_diff, 0.0, t, p, *collapsed, confidence)
+        boot = (mean_diff,) * 2 if n >= MIN_BOOTSTRAP_SEEDS else (math.nan,) * 2
+        return Paired(n, mean_diff, 0.0, t, p, mean_diff, mean_diff, *boot, confidence, **per_seed)
     std_diff = float(diffs.std(ddof=1))
     test = sps.ttest_rel(a, b)
     low, high = _t_interval(mean_diff, std_diff / math.sqrt(n), n, confidence)
-    boot_low, boot_high = bootstrap_ci(diffs, np.mean, confidence, n_boot, seed)
+    boot = bootstrap_ci(diffs, np.mean, confidence, n_boot, seed) if n >= MIN_BOOTSTRAP_SEEDS else (math.nan,) * 2
     return Paired(
         n, mean_diff, std_diff, float(test.statistic), float(test.pvalue),
-        low, high, boot_low, boot_high, confidence,
+        low, high, *boot, confidence, **per_seed,
     )
+
+
+def _no_bootstrap(n: int) -> str:
+    """Why `n` seeds give no bootstrap interval ('' when they give one)."""
+    if n >= MIN_BOOTSTRAP_SEEDS:
+        return ""
+    resamples = math.comb(2 * n - 1, n)  # distinct multisets of n seeds drawn from n
+    return (f"no bootstrap interval: {_seeds(n)} have only {resamples} distinct resamples, too few for a "
+            f"percentile interval; it needs at least {MIN_BOOTSTRAP_SEEDS} seeds")
 
 
 def welch(a: Values, b: Values) -> Welch:
@@ -301,8 +330,9 @@ def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
-def _resolve_estimate(effect: float, sd: float, alpha: float) -> tuple[int | None, str]:
-    """Seeds needed to detect `effect` given difference spread `sd`, and how to say it."""
+def _resolve_estimate(effect: float, sd: float, alpha: float, n: int) -> tuple[int | None, str]:
+    """Seeds needed in all to detect `effect` given difference spread `sd`, and how to say it to
+    someone who has run `n` of them."""
     if not (math.isfinite(sd) and sd > 0):
         return None, "the seeds needed cannot be estimated without a measured spread"
     if not (math.isfinite(effect) and effect > 0):
@@ -310,7 +340,57 @@ def _resolve_estimate(effect: float, sd: float, alpha: float) -> tuple[int | Non
     needed = seeds_needed(effect, sd, alpha=alpha)
     if needed is None:
         return None, "more than 1000 seeds would be needed to resolve it"
-    return needed, f"about {needed} seeds would resolve it"
+    if needed <= n:
+        return needed, (f"the {_seeds(n)} run already give 80% power for an effect of {effect:.3g}, "
+                        "so more seeds are unlikely to change this outcome")
+    return needed, f"about {_seeds(needed - n).replace('seed', 'more seed')} ({needed} in all) would resolve it"
+
+
+def _rules(c: Paired, p: float, direction: str, min_effect: float, floor: float, alpha: float,
+           arms: int) -> tuple[str, str, int | None]:
+    """(outcome, reason, seeds needed) by the first of `verdict`'s rules that fires."""
+    d, seeds = c.mean_diff, _seeds(c.n)
+    predicted = -1.0 if direction == "decrease" else 1.0
+    spread = c.std_diff if math.isfinite(c.std_diff) and c.std_diff > 0 else floor
+    target = max(abs(d), min_effect)
+    p_text = f"{'Holm-adjusted p' if arms > 1 else 'p'} = {p:.3g}"
+    evidence = f"{p_text} with {seeds}"
+    if math.isfinite(floor) and abs(d) <= floor:
+        needed, estimate = _resolve_estimate(target, spread, alpha / arms, c.n)
+        return "inconclusive", (f"mean difference {d:+.3g} is within the noise floor {floor:.3g} with {seeds}; "
+                                f"{estimate}"), needed
+    interval = f"{c.confidence:.0%} CI {c.ci_low:+.3g} to {c.ci_high:+.3g}"
+    if p < alpha and d * predicted < 0:
+        return "refuted", (f"the arm moved the metric the other way: mean difference {d:+.3g} where a {direction} "
+                           f"was predicted, significant ({evidence}; {interval})"), None
+    against = math.isfinite(floor) and all(x * predicted < 0 and abs(x) > AGAINST_FACTOR * floor for x in c.diffs)
+    if against and c.diffs:
+        ratio = f", the smallest {min(map(abs, c.diffs)) / floor:.1f}x the floor" if floor > 0 else ""
+        return "refuted", (f"every seed moved the metric against the predicted {direction} by more than "
+                           f"{AGAINST_FACTOR}x the noise floor {floor:.3g}: differences "
+                           f"{', '.join(f'{x:+.3g}' for x in c.diffs)}{ratio} "
+                           f"({evidence})"), None
+    if not p < alpha:
+        needed, estimate = _resolve_estimate(target, spread, alpha / arms, c.n)
+        tested = f"{p_text} >= alpha {alpha:.3g}" if math.isfinite(p) else "no p-value"
+        return "inconclusive", (f"not significant: {tested} with {seeds} (mean difference {d:+.3g}); "
+                                f"{estimate}"), needed
+    if abs(d) >= min_effect:
+        return "supported", (f"mean difference {d:+.3g} is a {direction} of at least the minimum effect "
+                             f"{min_effect:.3g} ({evidence})"), None
+    far_bound = c.ci_low if direction == "decrease" else c.ci_high
+    if abs(far_bound) < min_effect:
+        return "refuted", (f"mean difference {d:+.3g} is significant ({evidence}) but smaller than the minimum "
+                           f"effect {min_effect:.3g}, and the {interval} excludes an effect that large"), None
+    return "inconclusive", (f"mean difference {d:+.3g} is significant ({evidence}) but smaller than the minimum "
+                            f"effect {min_effect:.3g}, and the {interval} still allows an effect that large"), None
+
+
+def _surprise(d: float, min_effect: float, floor: float) -> str:
+    if min_effect <= 0 or abs(d) < SURPRISE_FACTOR * min_effect or (math.isfinite(floor) and abs(d) <= floor):
+        return ""
+    return (f"a surprise to check: the mean difference {d:+.3g} is {abs(d) / min_effect:.0f}x the predicted "
+            f"minimum effect {min_effect:.3g}; rule out a bug, a leak of validation data or a wrong baseline")
 
 
 def verdict(
@@ -319,51 +399,47 @@ def verdict(
     min_effect: float,
     noise_floor: float,
     alpha: float = 0.05,
+    adjusted_p: float | None = None,
+    arms: int = 1,
 ) -> Verdict:
     """The outcome of a prediction ("the arm moves the metric in `direction` by at least
     `min_effect`") from a paired comparison, by the first rule that fires:
 
     1. |mean difference| within the seed-noise floor (when known) -> inconclusive;
-    2. p >= alpha (or no p-value) -> inconclusive;
-    3. significant, opposite sign -> refuted;
-    4. significant, predicted sign, |difference| >= min_effect -> supported;
-    5. significant, predicted sign, smaller than min_effect -> refuted when the CI's far bound is
+    2. significant, opposite sign (at the default levels: the 95% CI excludes zero on the wrong
+       side) -> refuted;
+    3. every seed's difference against the prediction and beyond AGAINST_FACTOR x the floor -> refuted,
+       whatever p says: with 2 or 3 seeds a t-test rarely reaches alpha even when every seed disagrees;
+    4. p >= alpha (or no p-value) -> inconclusive;
+    5. significant, predicted sign, |difference| >= min_effect -> supported;
+    6. significant, predicted sign, smaller than min_effect -> refuted when the CI's far bound is
        closer to zero than min_effect, else inconclusive.
-    Rules 1 and 2 also estimate the seeds that would resolve the question (`seeds_needed`).
+    Rules 1 and 4 also estimate the seeds that would resolve the question (in all, and more than
+    those run), at level alpha / arms so that the estimate holds under Holm's strictest step.
+    `adjusted_p` is the arm's p-value Holm-adjusted across `arms` arms (`arm_verdicts`); the
+    p-value rules read it in place of the comparison's own. An effect beyond the floor and at least
+    SURPRISE_FACTOR x min_effect is flagged in `surprise` without changing the outcome: predicted
+    effects are seldom exceeded that much, and a bug, a leak or a wrong baseline often are.
     """
     if direction not in ("decrease", "increase"):
         raise ValueError(f"direction must be 'decrease' or 'increase'; got {direction!r}.")
     if not min_effect >= 0:
         raise ValueError(f"min_effect must be a number >= 0; got {min_effect}.")
-    c, d = comparison, comparison.mean_diff
-    seeds = _seeds(c.n)
-    spread = c.std_diff if math.isfinite(c.std_diff) and c.std_diff > 0 else noise_floor
-    target = max(abs(d), min_effect)
+    c = comparison
+    p = c.p if adjusted_p is None else adjusted_p
+    arms = arms if adjusted_p is not None else 1
+    outcome, reason, needed = _rules(c, p, direction, min_effect, noise_floor, alpha, arms)
+    adjustment = (f"Holm-adjusted across {arms} arms: p {c.p:.3g} -> {p:.3g}" if arms > 1
+                  else "one arm against the baseline: no adjustment across arms needed")
+    return Verdict(outcome, reason, needed, None if needed is None else max(needed - c.n, 0), p, adjustment,
+                   _surprise(c.mean_diff, min_effect, noise_floor))
 
-    if math.isfinite(noise_floor) and abs(d) <= noise_floor:
-        needed, estimate = _resolve_estimate(target, spread, alpha)
-        return Verdict("inconclusive", f"inconclusive: mean difference {d:.3g} is within the noise "
-                       f"floor {noise_floor:.3g} with {seeds}; {estimate}", needed)
-    if not c.p < alpha:
-        needed, estimate = _resolve_estimate(target, spread, alpha)
-        tested = f"p = {c.p:.3g} >= alpha {alpha:.3g}" if math.isfinite(c.p) else "no p-value"
-        return Verdict("inconclusive", f"inconclusive: not significant: {tested} with {seeds} "
-                       f"(mean difference {d:.3g}); {estimate}", needed)
 
-    predicted = -1.0 if direction == "decrease" else 1.0
-    evidence = f"p = {c.p:.3g} with {seeds}"
-    if d * predicted < 0:
-        return Verdict("refuted", f"refuted: the arm moved the metric the other way: mean "
-                       f"difference {d:.3g} where a {direction} was predicted ({evidence})")
-    if abs(d) >= min_effect:
-        return Verdict("supported", f"supported: mean difference {d:.3g} is a {direction} of at "
-                       f"least the minimum effect {min_effect:.3g} ({evidence})")
-    far_bound = c.ci_low if direction == "decrease" else c.ci_high
-    interval = f"{c.confidence:.0%} CI {c.ci_low:.3g} to {c.ci_high:.3g}"
-    if abs(far_bound) < min_effect:
-        return Verdict("refuted", f"refuted: mean difference {d:.3g} is significant ({evidence}) "
-                       f"but smaller than the minimum effect {min_effect:.3g}, and the {interval} "
-                       f"excludes an effect that large")
-    return Verdict("inconclusive", f"inconclusive: mean difference {d:.3g} is significant "
-                   f"({evidence}) but smaller than the minimum effect {min_effect:.3g}, and the "
-                   f"{interval} still allows an effect that large")
+def arm_verdicts(comparisons: dict[str, Paired], direction: str, min_effect: float, noise_floor: float,
+                 alpha: float = 0.05) -> dict[str, Verdict]:
+    """Each arm's verdict against the same baseline, its p-value Holm-adjusted across the arms, so
+    that judging several arms does not raise the chance that one reads "supported" by luck."""
+    arms = list(comparisons)
+    adjusted = holm([comparisons[arm].p for arm in arms]) if len(arms) > 1 else [None] * len(arms)
+    return {arm: verdict(comparisons[arm], direction, min_effect, noise_floor, alpha, p, len(arms))
+            for arm, p in zip(arms, adjusted)}

@@ -69,7 +69,10 @@ class ArmResult:
 
 
 def analyze(lab: Path, name: str) -> tuple[dict, list[ArmResult], float]:
-    """(study record, per-arm results with paired comparisons and verdicts, baseline noise floor)."""
+    """(study record, per-arm results with paired comparisons and verdicts, baseline noise floor).
+
+    The verdicts are judged together: with several arms their p-values are Holm-adjusted across the
+    arms that have a comparison (`stats.arm_verdicts`)."""
     record, cells = status(lab, name)
     spec = record["spec"]
     if spec.get("kind") == "ladder":
@@ -87,6 +90,9 @@ def analyze(lab: Path, name: str) -> tuple[dict, list[ArmResult], float]:
         pairs = [(a, b) for a, b in zip(values[arm], base) if not (math.isnan(a) or math.isnan(b))]
         if arm != BASELINE_ARM and len(pairs) >= 2:
             result.comparison = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
-            result.verdict = stats.verdict(result.comparison, spec["direction"], spec["min_effect"], floor)
         results.append(result)
+    compared = {r.arm: r.comparison for r in results if r.comparison is not None}
+    judged = stats.arm_verdicts(compared, spec["direction"], spec["min_effect"], floor)
+    for r in results:
+        r.verdict = judged.get(r.arm)
     return record, results, floor
