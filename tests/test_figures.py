@@ -257,3 +257,42 @@ def test_empty_input_raises_user_error_and_writes_nothing(tmp_path, draw):
     with pytest.raises(UserError, match="has no points to plot"):
         draw(tmp_path / "empty")
     assert not list(tmp_path.iterdir())
+
+
+# -- seeds at equal steps against time, train loss, the per-seed panel ----------------------------------
+def test_seed_band_by_step_averages_time_at_equal_steps():
+    # Seed A reaches steps 0, 10, 20 at 0, 1, 2 s; seed B, slower, at 0, 2, 4 s. Cut at A's end (2 s), the
+    # time grid would read B at its step 10 (loss 3), not its final 2; by step, the last point is the
+    # final mean (1.5) at the mean end time (3 s).
+    a = Series([0, 1, 2], [5, 3, 1], steps=[0, 10, 20])
+    b = Series([0, 2, 4], [5, 3, 2], steps=[0, 10, 20])
+    grid, mean, low, high = figures.seed_band([a, b], by_step=True)
+    assert grid.tolist() == pytest.approx([0, 1.5, 3]) and mean.tolist() == pytest.approx([5, 3, 1.5])
+    assert (low[-1], high[-1]) == (1, 2)
+    _, by_time, _, _ = figures.seed_band([a, b])
+    assert by_time[-1] == pytest.approx(2.0)  # what the time grid gave: above the final mean
+    rows = [{"step": 0, "elapsed": 0.0, "val_loss": 5.0}, {"step": 10, "elapsed": 1.0, "train_loss": 4.0}]
+    assert figures.series_from_rows(rows, x="time").steps == [0.0]
+
+
+def test_loss_bands_with_train_draws_it_dashed_in_the_arm_colour():
+    val = {"baseline": [Series([0, 2, 4], [5, 3, 2], steps=[0, 10, 20])]}
+    train = {"baseline": [Series([1, 4], [4.5, 2.5], steps=[5, 20])]}
+    ax = figures._build_loss_bands(val, x="time", train=train).axes[0]
+    solid, dashed = ax.lines
+    assert (solid.get_linestyle(), dashed.get_linestyle()) == ("-", "--") and solid.get_color() == dashed.get_color()
+    assert legend_texts(ax) == ["baseline val_loss (mean of 1 seed)", "baseline val_loss min–max over seeds",
+                                "baseline train_loss (mean of 1 seed)"]
+    assert ax.get_ylabel() == "loss (nats/token)"
+
+
+def test_final_values_joins_each_seed_across_arms_and_spans_only_them(tmp_path):
+    values = {"baseline": {0: 3.70, 1: 3.69, 2: float("nan")}, "arm": {0: 3.62, 1: 3.63, 2: 3.61}}
+    assert_written(figures.final_values(values, tmp_path / "final"), tmp_path / "final")
+    ax = figures._build_final_values(values).axes[0]
+    seeds = {tuple(line.get_ydata()) for line in ax.lines}
+    assert seeds == {(3.70, 3.62), (3.69, 3.63), (3.61,)}  # a NaN seed is left out, not drawn
+    low, high = ax.get_ylim()
+    assert 3.59 < low <= 3.61 and 3.70 <= high < 3.72
+    with pytest.raises(UserError, match="has no points to plot"):
+        figures.final_values({"baseline": {0: float("nan")}}, tmp_path / "none")

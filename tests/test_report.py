@@ -124,8 +124,9 @@ def test_page_loads_nothing_from_the_network(page):
     text = page.read_text(encoding="utf-8")
     assert not NETWORK.findall(text)
     images = re.findall(r'<img [^>]*src="([^"]*)"', text)
-    # The lr study's figures: loss by step, tokens and time, and val_loss against lr (the other has no runs).
-    assert len(images) == 4 and all(i.startswith("data:image/png;base64,iVBORw0KGgo") for i in images)
+    # The lr study's figures: loss by step, tokens and time, val_loss per seed, and val_loss against lr (the
+    # other study has no runs).
+    assert len(images) == 5 and all(i.startswith("data:image/png;base64,iVBORw0KGgo") for i in images)
     assert re.findall(r"<script[^>]*>", text) == ["<script>"] and "<link" not in text  # inline script, no stylesheets
     assert NETWORK.search('<img src="https://example.com/a.png">')  # the detector itself can fail
 
@@ -249,3 +250,21 @@ def test_ablab_report_on_a_lab_never_imports_torch(lab, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "index.html").exists()
     assert result.stdout.strip().splitlines()[-1] == "no torch"
+
+
+def test_runs_table_has_the_seed_and_the_study_variables(lab, page):
+    """Each run's seed and its value of every key a study varies (optim.lr here), in both forms."""
+    text = page.read_text(encoding="utf-8")
+    table = text.split('id="runs-table"', 1)[1].split("</table>", 1)[0]
+    headings = re.findall(r"<th[^>]*>([^<]*)</th>", table)
+    assert headings[:4] == ["id", "name", "seed", "optim.lr"]
+    with Ledger(lab) as ledger:
+        runs = ledger.runs()
+    for run in runs:
+        if run.config:  # the hand-made failed run has no config, so blank cells
+            seed, lr = run.config["seed"], run.config["optim"]["lr"]
+            assert re.search(rf'<td>{run.id}</td><td>[^<]*</td><td class=num data-v="{seed}">{seed}</td>'
+                             rf'<td class=num data-v="{lr!r}">{lr:.5g}</td>', table), run.id
+    assert '<th data-type=num>optim.lr</th>' in table
+    markdown = write_research_report(lab).read_text(encoding="utf-8")
+    assert "| id | name | seed | optim.lr | status |" in markdown

@@ -33,10 +33,12 @@ BANDS = {"minmax": "min–max", "std": "mean ± std"}
 
 @dataclass
 class Series:
-    """One run's metric at its logged points: `x` (tokens, steps or seconds) and `values`."""
+    """One run's metric at its logged points: `x` (tokens, steps or seconds) and `values`, and
+    the optimizer step of each point (`steps`), at which seeds are compared when x is time."""
     x: list[float]
     values: list[float]
     label: str = field(default="")
+    steps: list[float] = field(default_factory=list)
 
 
 def metric_label(metric: str) -> str:
@@ -51,26 +53,35 @@ def series_from_rows(rows: Sequence[Mapping], x: str = "tokens", metric: str = "
     most rows hold only one of them. Non-finite values (a diverged run) are skipped too, because
     interpolating through NaN would blank the whole band."""
     key = _x_field(x)
-    points = [(float(r[key]), float(r[metric])) for r in rows
+    points = [(float(r[key]), float(r[metric]), r.get("step")) for r in rows
               if r.get(key) is not None and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
-    return Series([p[0] for p in points], [p[1] for p in points], label)
+    steps = [float(p[2]) for p in points] if all(p[2] is not None for p in points) else []
+    return Series([p[0] for p in points], [p[1] for p in points], label, steps)
 
 
-def seed_band(series: Sequence[Series], band: str = "minmax", name: str = "the group") -> tuple[np.ndarray, ...]:
+def seed_band(series: Sequence[Series], band: str = "minmax", name: str = "the group",
+              by_step: bool = False) -> tuple[np.ndarray, ...]:
     """(grid, mean, low, high) of runs interpolated onto a common grid: the union of their logged
     x values inside the range all runs share, so no run is extrapolated and each run's own points
-    stay exact. `band` is "minmax" (low..high over seeds) or "std" (mean ± std, ddof=1)."""
+    stay exact. `band` is "minmax" (low..high over seeds) or "std" (mean ± std, ddof=1).
+
+    `by_step` compares the seeds at equal optimizer steps and places each point at the seeds' mean
+    x: against wall-clock time, seeds reach their last step at different seconds, and a grid cut at
+    the earliest end would read the slower seeds before they finished (a mean ending above the
+    final mean)."""
     if band not in BANDS:
         raise UserError(f"The band must be one of {', '.join(BANDS)}, not '{band}'.")
-    runs = [_sorted(s) for s in series if s.x]
+    runs = [_sorted(s, by_step) for s in series if s.x]
     if not runs:
         raise UserError("seed_band has no points to plot; give at least one Series with logged values.")
-    lo, hi = max(xs[0] for xs, _ in runs), min(xs[-1] for xs, _ in runs)
+    lo, hi = max(at[0] for at, _, _ in runs), min(at[-1] for at, _, _ in runs)
     if lo > hi:
         raise UserError(f"The runs of {name} share no x range (latest start {lo:g} is after earliest end {hi:g}); "
                         "compare runs logged over overlapping tokens or steps.")
-    grid = np.unique(np.concatenate([xs[(xs >= lo) & (xs <= hi)] for xs, _ in runs]))
-    stack = np.stack([np.interp(grid, xs, ys) for xs, ys in runs])
+    grid = np.unique(np.concatenate([at[(at >= lo) & (at <= hi)] for at, _, _ in runs]))
+    stack = np.stack([np.interp(grid, at, ys) for at, _, ys in runs])
+    if by_step:
+        grid = np.stack([np.interp(grid, at, xs) for at, xs, _ in runs]).mean(axis=0)
     mean = stack.mean(axis=0)
     if band == "minmax":
         return grid, mean, stack.min(axis=0), stack.max(axis=0)
@@ -79,28 +90,70 @@ def seed_band(series: Sequence[Series], band: str = "minmax", name: str = "the g
 
 
 def loss_bands(groups: Mapping[str, Sequence[Series]], out: Path, x: str = "tokens", metric: str = "val_loss",
-               band: str = "minmax") -> list[Path]:
-    """Per group (an arm or baseline) the mean curve over its seeds and a shaded band over them."""
-    return _save(_build_loss_bands(groups, x, metric, band), out)
+               band: str = "minmax", train: Mapping[str, Sequence[Series]] | None = None) -> list[Path]:
+    """Per group (an arm or baseline) the mean curve over its seeds and a shaded band over them;
+    `train` adds each group's train loss, dashed in the group's colour. Against time the seeds are
+    averaged at equal steps (see seed_band), so each mean line ends at the group's final mean."""
+    return _save(_build_loss_bands(groups, x, metric, band, train), out)
 
 
-def _build_loss_bands(groups, x="tokens", metric="val_loss", band="minmax") -> Figure:
-    _x_field(x)
+def _build_loss_bands(groups, x="tokens", metric="val_loss", band="minmax", train=None) -> Figure:
+    by_step = _x_field(x) == "elapsed"
     kept = {name: [s for s in runs if s.x] for name, runs in groups.items()}
     kept = {name: runs for name, runs in kept.items() if runs}
     if not kept:
         raise UserError(f"loss_bands has no points to plot; give each group runs that logged {metric}.")
     fig, ax = _figure()
     for i, (name, runs) in enumerate(kept.items()):
-        grid, mean, low, high = seed_band(runs, band, name)
         color = f"C{i % 10}"
-        seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
-        ax.plot(grid, mean, color=color, lw=1.5, marker="o" if len(grid) == 1 else None, label=f"{name} (mean of {seeds})")
-        ax.fill_between(grid, low, high, color=color, alpha=0.2, lw=0, label=f"{name} {BANDS[band]} over seeds")
+        dashed = [s for s in (train or {}).get(name, []) if s.x]
+        for curves, style, what in ((runs, "-", metric if train else ""), (dashed, "--", "train_loss")):
+            if not curves:
+                continue
+            grid, mean, low, high = seed_band(curves, band, name, by_step and all(s.steps for s in curves))
+            seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
+            label = f"{name} {what}".rstrip()
+            ax.plot(grid, mean, color=color, lw=1.5, ls=style, marker="o" if len(grid) == 1 else None,
+                    label=f"{label} (mean of {seeds})")
+            ax.fill_between(grid, low, high, color=color, alpha=0.2 if style == "-" else 0.1, lw=0,  # one band label
+                            label=f"{label} {BANDS[band]} over seeds" if style == "-" else None)
     ax.set_xlabel(X_AXES[x][1])
-    ax.set_ylabel(metric_label(metric))
-    ax.set_title(f"{metric} over seeds")
+    ax.set_ylabel("loss (nats/token)" if train else metric_label(metric))
+    ax.set_title(f"{metric} (solid) and train_loss (dashed) over seeds" if train else f"{metric} over seeds")
     ax.legend(fontsize=8)
+    return fig
+
+
+def final_values(values: Mapping[str, Mapping[int, float]], out: Path, metric: str = "val_loss") -> list[Path]:
+    """Each arm's final metric per seed, the mean marked, and each seed joined across arms: the
+    paired differences the verdict tests. Only these values are drawn, so the y axis spans them (a
+    loss curve's axis is set by the step-0 loss, where a 0.05 difference is a flat line)."""
+    return _save(_build_final_values(values, metric), out)
+
+
+def _build_final_values(values, metric="val_loss") -> Figure:
+    arms = {arm: {seed: float(v) for seed, v in seeds.items() if v is not None and math.isfinite(v)}
+            for arm, seeds in values.items()}
+    arms = {arm: seeds for arm, seeds in arms.items() if seeds}
+    if not arms:
+        raise UserError(f"final_values has no points to plot; give each arm its seeds' final {metric}.")
+    fig, ax = _figure(width=max(4.8, 1.4 * len(arms) + 2.5))
+    names = list(arms)
+    for seed in dict.fromkeys(seed for seeds in arms.values() for seed in seeds):
+        at = [(i, arms[arm][seed]) for i, arm in enumerate(names) if seed in arms[arm]]
+        ax.plot([i for i, _ in at], [v for _, v in at], color="0.6", lw=0.8, marker="o", ms=5, zorder=2)
+        ax.annotate(f"seed {seed}", at[-1], xytext=(6, 0), textcoords="offset points", va="center", fontsize=7)
+    means = [float(np.mean(list(arms[arm].values()))) for arm in names]
+    ax.scatter(range(len(names)), means, marker="_", s=900, lw=2.5, color="C3", zorder=3, label="mean over seeds")
+    for i, mean in enumerate(means):
+        ax.annotate(f"{mean:.4f}", (i, mean), xytext=(-24, 0), textcoords="offset points", ha="right", va="center",
+                    fontsize=8, color="C3")
+    ax.set_xlim(-0.5, len(names) - 0.3)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 3 else 0)
+    ax.set_xlabel("arm")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{metric} per seed (axis zoomed to these values)")
+    ax.legend(fontsize=8, markerscale=0.3)
     return fig
 
 
@@ -207,7 +260,8 @@ def isoflop_curves(budgets: Mapping[float, tuple[Sequence[float], Sequence[float
 
 
 def _build_isoflop_curves(budgets, minima=None) -> Figure:
-    curves = sorted((float(c), _sorted(Series(list(ns), list(ls)))) for c, (ns, ls) in budgets.items() if len(ns))
+    curves = sorted((float(c), _sorted(Series(list(ns), list(ls)))[1:])
+                    for c, (ns, ls) in budgets.items() if len(ns))
     if not curves:
         raise UserError("isoflop_curves has no points to plot; give (sizes, losses) for at least one compute budget.")
     if any((ns <= 0).any() for _, (ns, _) in curves):
@@ -298,13 +352,17 @@ def _x_field(x: str) -> str:
     return X_AXES[x][0]
 
 
-def _sorted(series: Series) -> tuple[np.ndarray, np.ndarray]:
-    """Points ordered by x, as np.interp needs; a stable sort keeps logged order within ties."""
+def _sorted(series: Series, by_step: bool = False) -> tuple[np.ndarray, ...]:
+    """Points ordered by x, as np.interp needs; a stable sort keeps logged order within ties.
+    With `by_step`, (steps, x, values) ordered by step; else (x, x, values)."""
     xs, ys = np.asarray(series.x, float), np.asarray(series.values, float)
     if xs.shape != ys.shape:
         raise UserError(f"Series {series.label or ''} has {xs.size} x values but {ys.size} metric values; give one per point.")
-    order = np.argsort(xs, kind="stable")
-    return xs[order], ys[order]
+    at = np.asarray(series.steps, float) if by_step else xs
+    if at.shape != xs.shape:
+        raise UserError(f"Series {series.label or ''} has {at.size} steps for {xs.size} points; give one step per point.")
+    order = np.argsort(at, kind="stable")
+    return at[order], xs[order], ys[order]
 
 
 def _loss_at(ns: np.ndarray, losses: np.ndarray, n: float) -> float:

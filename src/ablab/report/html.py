@@ -14,7 +14,7 @@ import base64
 import math
 import os
 import re
-import tempfile
+import secrets
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import jinja2
 
+from ablab import config as config_mod
 from ablab.analysis.runs import Table, cell, list_runs, markdown_table
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
 from ablab.errors import UserError
@@ -32,11 +33,12 @@ from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger, ledger_path
 from ablab.store.record import STATUSES, now_iso
 
-# The runs table: (key of a list_runs row, heading); numeric columns sort as numbers.
+# The runs table: (key of a list_runs row, heading); numeric columns sort as numbers. The seed and the
+# config keys the lab's studies vary come after the name (see run_columns).
 RUN_COLUMNS = [("id", "id"), ("name", "name"), ("status", "status"), ("created", "created"), ("steps", "steps"),
                ("tokens", "tokens"), ("params", "params"), ("val_loss", "final val_loss"),
                ("best_val_loss", "best val_loss"), ("tokens_per_s", "tokens/s"), ("tags", "tags")]
-NUMERIC = {"steps", "tokens", "params", "val_loss", "best_val_loss", "tokens_per_s"}
+NUMERIC = {"seed", "steps", "tokens", "params", "val_loss", "best_val_loss", "tokens_per_s"}
 RECENT_RUNS = 50  # rows of the markdown runs table: the repository copy stays readable in a diff
 
 @dataclass
@@ -55,8 +57,9 @@ class LabView:
     generated: str
     baselines: list[dict]
     studies: list[StudyView]
-    runs: Table  # list_runs rows, oldest first
+    runs: Table  # list_runs rows, oldest first, with the seed and the variables' config values
     evals: list[dict]  # the newest benchmark result per (run, task)
+    variables: list[str]  # the config keys the lab's studies and ladders vary, in first-seen order
 
 
 def gather(lab: Path, curves: bool = True) -> LabView:
@@ -67,10 +70,28 @@ def gather(lab: Path, curves: bool = True) -> LabView:
     if not ledger_path(lab).exists():
         raise UserError(f"{lab} has no ledger, so nothing to report; run this inside a lab or pass --lab with its folder.")
     with Ledger(lab) as ledger:
-        found, evals = ledger.baselines(), ledger.evals()
-        names = [s["name"] for s in ledger.studies() if s["spec"].get("kind") != "ladder"]  # ladders: no hypothesis
+        found, evals, studies = ledger.baselines(), ledger.evals(), ledger.studies()
+    names = [s["name"] for s in studies if s["spec"].get("kind") != "ladder"]  # ladders: no hypothesis
+    variables = study_variables(studies)
     return LabView(lab_name(lab), now_iso()[:19].replace("T", " ") + " UTC", found,
-                   [_study_view(lab, name, curves) for name in names], list_runs(lab), newest_evals(evals))
+                   [_study_view(lab, name, curves) for name in names],
+                   list_runs(lab, config_columns=["seed", *variables]), newest_evals(evals), variables)
+
+
+def study_variables(studies: list[dict]) -> list[str]:
+    """The config keys that studies vary (their variables) and ladders change per rung, each once: the
+    columns a reader of the runs table needs to tell one arm's runs from another's. A key this code
+    no longer has (a study from an older version) is left out rather than failing the report."""
+    known = config_mod.flat_keys()
+    keys = [key for s in studies for key in [*(s["spec"].get("variables") or {}),
+                                             *(k for changes in (s["spec"].get("arms") or {}).values()
+                                               for k in (changes or {}))]]
+    return [key for key in dict.fromkeys(keys) if key in known and key != "seed"]
+
+
+def run_columns(view: LabView) -> list[tuple[str, str]]:
+    """RUN_COLUMNS with the seed and the study variables after the run's name."""
+    return [*RUN_COLUMNS[:2], ("seed", "seed"), *((key, key) for key in view.variables), *RUN_COLUMNS[2:]]
 
 
 def lab_name(lab: Path) -> str:
@@ -141,17 +162,20 @@ def baseline_table(baselines: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def arm_table(study: StudyView) -> tuple[list[str], list[list[str]]]:
     """Per arm: the metric's mean ± std over seeds, the paired difference from the baseline arm
-    with its 95% CI and p, and the verdict sentence."""
+    with its 95% CI and p (and the Holm-adjusted p the verdict read, with several arms), and the
+    verdict sentence with any surprise to check."""
     metric, rows = study.record["spec"]["metric"], []
     for r in study.arms:
-        s, c = r.summary, r.comparison
+        s, c, v = r.summary, r.comparison, r.verdict
         spread = "—" if s is None else _num(s.mean) + ("" if math.isnan(s.std) else f" ± {s.std:.4f}")
-        verdict = (r.verdict.rule if r.verdict else "the reference arm" if r.arm == BASELINE_ARM
-                   else "no verdict: fewer than 2 seeds paired with the baseline")
-        rows.append([r.arm, ", ".join(f"{k}={v}" for k, v in r.changes.items()) or "—", spread,
+        verdict = (v.rule + (f"; {v.surprise}" if v.surprise else "") if v else "the reference arm"
+                   if r.arm == BASELINE_ARM else "no verdict: fewer than 2 seeds paired with the baseline")
+        p = _num(c.p, ".3g") if c else "—"
+        if v and "Holm" in v.adjustment:
+            p += f" (Holm-adjusted {v.p:.3g})"
+        rows.append([r.arm, ", ".join(f"{key}={value}" for key, value in r.changes.items()) or "—", spread,
                      f"{s.n if s else 0}/{len(r.values)}",
-                     f"{c.mean_diff:+.4g} [{c.ci_low:+.4g}, {c.ci_high:+.4g}]" if c else "—",
-                     _num(c.p, ".3g") if c else "—", verdict])
+                     f"{c.mean_diff:+.4g} [{c.ci_low:+.4g}, {c.ci_high:+.4g}]" if c else "—", p, verdict])
     return ["arm", "changes", f"{metric} (mean ± std)", "seeds", "diff vs baseline [95% CI]", "p", "verdict"], rows
 
 
@@ -178,9 +202,12 @@ def benchmark_table(evals: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a report."""
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a report. The
+    file is created as open() creates one (0666 less the umask), so the group reads it where the umask
+    lets it; tempfile.mkstemp would make every report 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -217,7 +244,7 @@ def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequenc
         name=view.name, generated=view.generated, counts=status_counts(view.runs), n_baselines=len(view.baselines),
         sections=sections, outcomes=("supported", "refuted", "inconclusive"),
         baselines={"columns": columns, "rows": rows, "chains": lineage(view.baselines)},
-        studies=[_study_context(s, plots) for s in view.studies], runs=_runs_context(view.runs),
+        studies=[_study_context(s, plots) for s in view.studies], runs=_runs_context(view.runs, run_columns(view)),
         benchmarks=dict(zip(("columns", "rows"), benchmark_table(view.evals))))
     path = (out_dir if out_dir is not None else lab / "reports") / "index.html"
     _write_atomic(path, page + "\n")
@@ -232,15 +259,19 @@ def _study_context(study: StudyView, plots: bool) -> dict[str, Any]:
             "arms": {"columns": columns, "rows": rows}, "notes": conclusions(study), "images": images}
 
 
-def _runs_context(runs: Table) -> dict[str, Any]:
+def _runs_context(runs: Table, columns: list[tuple[str, str]]) -> dict[str, Any]:
     """Every run, newest first, as (text, raw) cells: a numeric cell carries its raw value (data-v,
-    "" when missing) so that the page sorts it as a number; other cells have raw None."""
+    "" when missing) so that the page sorts it as a number; other cells have raw None. A variable's
+    column is numeric when every run that has it holds a number (a learning rate, a width)."""
     def raw(value: Any) -> str:
         return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
 
-    rows = [[(cell(key, row.get(key)), raw(row.get(key)) if key in NUMERIC else None) for key, _ in RUN_COLUMNS]
+    numeric = {key for key, _ in columns if key in NUMERIC or (key not in dict(RUN_COLUMNS) and all(
+        isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+        for row in runs.rows if row.get(key) is not None))}
+    rows = [[(cell(key, row.get(key)), raw(row.get(key)) if key in numeric else None) for key, _ in columns]
             for row in reversed(runs.rows)]
-    return {"headings": [(title, key in NUMERIC) for key, title in RUN_COLUMNS], "rows": rows}
+    return {"headings": [(title, key in numeric) for key, title in columns], "rows": rows}
 
 
 # -- markdown ----------------------------------------------------------------------------------------
@@ -266,8 +297,8 @@ def write_research_report(lab: Path, *, plots: bool = True, view: LabView | None
         lines += ["No studies yet.", ""]
     lines += ["## Runs", "", f"The {len(recent)} most recent of {len(view.runs.rows)} runs, newest first "
               "(`ablab runs` lists them all).", "",
-              *markdown_table([title for _, title in RUN_COLUMNS],
-                              [[cell(key, row.get(key)) for key, _ in RUN_COLUMNS] for row in recent]), ""]
+              *markdown_table([title for _, title in run_columns(view)],
+                              [[cell(key, row.get(key)) for key, _ in run_columns(view)] for row in recent]), ""]
     if view.evals:
         lines += ["## Benchmarks", "", "The newest result per run and task.", "",
                   *markdown_table(*benchmark_table(view.evals)), ""]

@@ -16,7 +16,7 @@ from ablab.store.ledger import Ledger
 
 AXIS_NAMES = {"tokens": "Equal tokens seen", "steps": "Equal optimizer steps", "wall_clock": "Equal wall-clock time"}
 RESEARCHER = "_(the researcher's; write it with `ablab study conclude {name}`)_"
-LOG_COLUMNS = ["#", "name", "date", "key change", "final val loss", "best val loss", "train time", "notes"]
+LOG_COLUMNS = ["#", "study", "date", "arm", "seeds", "final val loss", "best val loss", "train time", "verdict"]
 
 
 def _pm(values: list[float], fmt: str = ".4f") -> str:
@@ -32,9 +32,18 @@ def _final(runs: list, key: str) -> list[float]:
     return [r.result.get("final", {}).get(key) if r is not None and r.status == "finished" else None for r in runs]
 
 
+def _params(runs: list) -> str:
+    """The arm's parameter count (non-embedding in brackets), which tied embeddings or a width change move."""
+    counts = {(r.result.get("params"), r.result.get("non_embedding_params")) for r in runs
+              if r is not None and r.result.get("params") is not None}
+    return ", ".join(f"{total:,}" + (f" ({inner:,})" if inner is not None else "")
+                     for total, inner in sorted(counts)) or "—"
+
+
 def _results_table(spec: dict, cells: dict, memory: bool) -> list[str]:
     columns = (["config", "step time (s)", "tokens/s", "peak memory (MB)", "final val loss"] if memory else
-               ["config", "final val loss", "final ppl", "tokens/s", "peak memory (MB)", "notes"])
+               ["config", "params (non-embedding)", "final val loss", "final train loss", "final ppl", "tokens/s",
+                "peak memory (MB)", "notes"])
     rows = []
     for arm in spec["arms"]:
         runs = [cells[(arm, s)] for s in spec["seeds"]]
@@ -48,8 +57,30 @@ def _results_table(spec: dict, cells: dict, memory: bool) -> list[str]:
             step_time = [r.result["train_seconds"] / r.result["steps"] for r in done if r.result.get("steps")]
             rows.append([arm, _pm(step_time), speed, memory_mb, val_loss])
         else:
-            rows.append([arm, val_loss, _pm(_final(runs, "val_ppl"), ".2f"), speed, memory_mb, notes])
+            rows.append([arm, _params(runs), val_loss, _pm(_final(runs, "train_loss")),
+                         _pm(_final(runs, "val_ppl"), ".2f"), speed, memory_mb, notes])
     return markdown_table(columns, rows)
+
+
+def _seed_table(spec: dict, cells: dict, results: list[ArmResult], events: dict[str, list[dict]]) -> list[str]:
+    """One row per arm and seed: the numbers behind every mean, so a single odd seed shows."""
+    metric = {r.arm: dict(zip(spec["seeds"], r.values)) for r in results}
+    rows = []
+    for arm in spec["arms"]:
+        for seed in spec["seeds"]:
+            run = cells[(arm, seed)]
+            if run is None:
+                rows.append([arm, seed, "—", "no run yet", "—", "—", "—", "—"])
+                continue
+            final = run.result.get("final", {})
+            rows.append([arm, seed, run.id, run.status, _number(final.get("train_loss")),
+                         _number(final.get("val_loss")), _number(metric[arm][seed]), len(events.get(run.id, []))])
+    return markdown_table(["arm", "seed", "run", "status", "final train loss", "final val loss",
+                           f"{spec['metric']} ({spec['read_at']})", "events"], rows)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def _verdicts(results: list[ArmResult], spec: dict, floor: float) -> list[str]:
@@ -67,10 +98,14 @@ def _verdicts(results: list[ArmResult], spec: dict, floor: float) -> list[str]:
         if r.verdict is None:
             lines.append(f"- **{r.arm}**: not enough paired seeds yet for a verdict.")
             continue
-        c = r.comparison
-        lines.append(f"- **{r.arm}**: **{r.verdict.outcome}**. Difference {c.mean_diff:+.4g} "
-                     f"(95% CI {c.ci_low:+.4g} to {c.ci_high:+.4g}; bootstrap {c.boot_low:+.4g} to "
-                     f"{c.boot_high:+.4g}), paired t-test p = {c.p:.3g} over {c.n} seeds. Rule: {r.verdict.rule}")
+        c, v = r.comparison, r.verdict
+        boot = (f"bootstrap {c.boot_low:+.4g} to {c.boot_high:+.4g}" if not math.isnan(c.boot_low)
+                else c.boot_note or "no bootstrap interval")
+        lines.append(f"- **{r.arm}**: **{v.outcome}**. Rule: {v.reason}. Difference {c.mean_diff:+.4g} "
+                     f"(95% CI {c.ci_low:+.4g} to {c.ci_high:+.4g}; {boot}), paired t-test p = {c.p:.3g} "
+                     f"over {c.n} seeds; {v.adjustment}.")
+        if v.surprise:
+            lines.append(f"  - {v.surprise[:1].upper()}{v.surprise[1:]}.")
     return lines
 
 
@@ -85,6 +120,7 @@ def write_sheet(lab: Path, name: str) -> Path:
     git = provenance.get("git", {})
     frozen = spec.get("frozen", {})
     bench_lines = benchmark_markdown(benchmark_table(lab, spec, cells))
+    events = _events(lab, cells)
     lines = [
         f"# Study: {spec['name']}", "", "## 0. Experiment Meta", "",
         f"- Experiment name: {spec['name']}", f"- Category: {spec['category']}", f"- Date: {spec['date']}",
@@ -104,8 +140,9 @@ def write_sheet(lab: Path, name: str) -> Path:
         "## 6. Metrics to Log", "", "Train and val loss vs tokens, perplexity, bits per byte, step time, tokens/s, "
         "MFU, peak memory, global gradient norm, NaN/divergence events, loss spikes.", "",
         "## 7. Expected Outcomes", "", spec.get("expected") or "_(none written before running)_", "",
-        "## 8. Results", "", "### Raw Observations", "", *_observations(cells), "",
+        "## 8. Results", "", "### Raw Observations", "", *_observations(cells, events), "",
         "### Quantitative Summary", "", *_results_table(spec, cells, memory=False), "",
+        "### Per-seed Runs", "", *_seed_table(spec, cells, results, events), "",
         *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), ""]
           if spec["category"] == "memory" else []),
         *(["### Benchmarks", "", *bench_lines, ""] if bench_lines else []),
@@ -119,15 +156,23 @@ def write_sheet(lab: Path, name: str) -> Path:
     return path
 
 
-def _observations(cells: dict) -> list[str]:
+def _events(lab: Path, cells: dict) -> dict[str, list[dict]]:
+    """Run id -> its events (loss spikes, divergence, resumes, interruptions), oldest first."""
+    with Ledger(lab) as ledger:
+        return {run.id: ledger.events(run.id) for run in cells.values() if run is not None}
+
+
+def _observations(cells: dict, events: dict[str, list[dict]]) -> list[str]:
     done = sum(1 for r in cells.values() if r is not None and r.status == "finished")
-    lines = [f"- {done} of {len(cells)} runs finished."]
-    for (arm, seed), run in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    lines = [f"- {done} of {len(cells)} runs finished; "
+             f"{sum(map(len, events.values())) or 'no'} events (loss spikes, divergence, resumes) recorded."]
+    for (arm, seed), run in cells.items():
         if run is None:
             continue
-        events = run.result.get("events", 0)
-        if run.status != "finished" or events:
-            lines.append(f"- {arm}, seed {seed} (run {run.id}): {run.status}, {events} events recorded.")
+        if run.status != "finished":
+            lines.append(f"- {arm}, seed {seed} (run {run.id}): {run.status}.")
+        lines += [f"- {arm}, seed {seed} (run {run.id}), step {e['step']}: {e['kind']}: {e.get('message', '')}"
+                  for e in events.get(run.id, [])]
     return lines
 
 
@@ -136,22 +181,24 @@ def _plots(folder: Path, name: str, spec: dict, cells: dict, lab: Path) -> list[
 
 
 def write_log(lab: Path) -> Path:
-    """reports/LOG.md: one entry per study and a summary table, newest study last."""
+    """reports/LOG.md: one entry per study and a summary table of its arms, newest study last."""
     with Ledger(lab) as ledger:
         studies = [s for s in ledger.studies() if s["spec"].get("kind") != "ladder"]  # ladders have no hypothesis
     entries, rows = [], []
     for i, study in enumerate(studies, 1):
         record, cells = status(lab, study["name"])
         spec = record["spec"]
-        runs = [r for r in cells.values() if r is not None and r.status == "finished"]
         arms = [a for a in spec["arms"] if a != BASELINE_ARM]
         verdicts = {r.arm: r.verdict.outcome for r in analyze(lab, study["name"])[1] if r.verdict}
         conclusion = record.get("data", {}).get("conclusion", {})
-        best = [r.result.get("best", {}).get("val_loss") for r in runs]
-        hours = sum(r.result.get("train_seconds", 0) for r in runs) / 3600
         outcomes = "; ".join(f"{a}: {v}" for a, v in verdicts.items()) or "no verdict yet"
-        rows.append([i, spec["name"], spec["date"], ", ".join(spec["variables"]), _pm(_final(runs, "val_loss")),
-                     _pm(best), f"{hours:.2f} h", outcomes])
+        for arm in spec["arms"]:  # one row per arm: a mean pooled over arms would hide the effect itself
+            runs = [r for (a, _), r in cells.items() if a == arm and r is not None and r.status == "finished"]
+            best = [r.result.get("best", {}).get("val_loss") for r in runs]
+            hours = sum(r.result.get("train_seconds", 0) for r in runs) / 3600
+            verdict = "the reference arm" if arm == BASELINE_ARM else verdicts.get(arm, "no verdict yet")
+            rows.append([i, spec["name"], spec["date"], arm, f"{len(runs)}/{len(spec['seeds'])}",
+                         _pm(_final(runs, "val_loss")), _pm(best), f"{hours:.2f} h", verdict])
         entries += [f"## {i}. {spec['name']} ({spec['date']})", "", f"- Hypothesis: {spec['prediction']}",
                     f"- Configuration changes: {', '.join(arms)} against {record['baseline']}",
                     f"- Results: {outcomes}",

@@ -1,6 +1,7 @@
-"""A study's figures, shared by its sheet, the lab log and the HTML report: loss over steps, tokens
-and wall-clock as a mean line and band over seeds per arm, the final metric against a numeric
-variable, and benchmark bars with error bars. PNG (embedded) and SVG (for papers) of each."""
+"""A study's figures, shared by its sheet, the lab log and the HTML report: train and val loss over
+steps, tokens and wall-clock as a mean line and band over seeds per arm, the prediction's metric per
+seed on a zoomed axis, the final metric against a numeric variable, and benchmark bars with error
+bars. PNG (embedded) and SVG (for papers) of each."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from pathlib import Path
 
 from ablab.analysis.benchmarks import benchmark_table
+from ablab.analysis.verdicts import metric_value
 from ablab.errors import UserError
 from ablab.report import figures
 from ablab.store.ledger import Ledger
@@ -20,12 +22,13 @@ def study_figures(lab: Path, name: str, spec: dict, cells: dict, folder: Path) -
         rows = {run.id: ledger.metrics(run.id) for run in cells.values() if run is not None}
     written = []
     for x, label in (("steps", "steps"), ("tokens", "tokens"), ("elapsed", "time")):
-        groups = {arm: [figures.series_from_rows(rows[run.id], x=x, label=f"seed {seed}")
-                        for (a, seed), run in cells.items() if a == arm and run is not None]
-                  for arm in spec["arms"]}
-        groups = {arm: series for arm, series in groups.items() if any(s.x for s in series)}
-        if groups:
-            written += _png(figures.loss_bands(groups, folder / f"{name}-loss-{label}", x=x))
+        val, train = ({arm: [figures.series_from_rows(rows[run.id], x=x, metric=metric, label=f"seed {seed}")
+                             for (a, seed), run in cells.items() if a == arm and run is not None]
+                       for arm in spec["arms"]} for metric in ("val_loss", "train_loss"))
+        val = {arm: series for arm, series in val.items() if any(s.x for s in series)}
+        if val:
+            written += _png(figures.loss_bands(val, folder / f"{name}-loss-{label}", x=x, train=train))
+    written += _final_values(lab, spec, cells, folder / f"{name}-{spec.get('metric', 'val_loss')}-by-seed")
     written += _metric_vs_variable(spec, cells, folder / f"{name}-{spec.get('metric', 'val_loss')}-vs-variable")
     written += _benchmarks(lab, spec, cells, folder / f"{name}-benchmarks")
     return written
@@ -33,6 +36,17 @@ def study_figures(lab: Path, name: str, spec: dict, cells: dict, folder: Path) -
 
 def _png(paths: list[Path]) -> list[Path]:
     return [p for p in paths if p.suffix == ".png"]
+
+
+def _final_values(lab: Path, spec: dict, cells: dict, out: Path) -> list[Path]:
+    """The prediction's metric per seed and arm, the numbers the verdict compares, on a zoomed axis."""
+    metric, read_at = spec.get("metric", "val_loss"), spec.get("read_at", "final")
+    with Ledger(lab) as ledger:
+        values = {arm: {seed: metric_value(run, metric, read_at, ledger)
+                        for (a, seed), run in cells.items() if a == arm} for arm in spec["arms"]}
+    if not any(math.isfinite(v) for seeds in values.values() for v in seeds.values()):
+        return []
+    return _png(figures.final_values(values, out, metric=metric))
 
 
 def _metric_vs_variable(spec: dict, cells: dict, out: Path) -> list[Path]:
