@@ -283,7 +283,7 @@ label = "label"
     (lambda t: t.replace("version = 1", 'version = "1"'), "'version' must be a TOML integer"),
     (lambda t: t + "until = [\"\\n\"]\n", "'until' is a key of generation tasks"),
     (lambda t: t.replace('label = "answer"\n', ""), "needs 'label'"),
-    (lambda t: t.replace('label = "answer"', 'label = "food"'), "'tea' is not an integer index"),
+    (lambda t: t.replace('label = "answer"', 'label = "question"'), "is not an integer index, a letter or one of"),
     (lambda t: t + "label_offset = 1\n", "index -1 for 2 choices; fix label_offset"),
     (lambda t: t.replace("version = 1", "version = "), "not valid TOML"),
 ])

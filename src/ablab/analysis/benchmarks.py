@@ -39,7 +39,7 @@ def benchmark_table(lab: Path, spec: dict, cells: dict) -> list[BenchmarkRow]:
     latest: dict[tuple[str, str], tuple[int, float]] = {}
     for e in stored:  # ordered by step, then time: later rows replace earlier ones
         if e["example_limit"] == limit and e["num_fewshot"] == 0:
-            latest[(e["run_id"], e["task"])] = (e["step"], e["metrics"]["acc"])
+            latest[(e["run_id"], e["task"])] = (e["step"], e["metrics"][e.get("metric", "acc")])
     def acc(run, task: str) -> float:
         return latest.get((run.id, task), (0, math.nan))[1] if run is not None and run.status == "finished" else math.nan
     rows = []

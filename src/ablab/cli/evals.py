@@ -26,17 +26,22 @@ def eval_run(run_id: str = typer.Argument(..., help="Run id (a unique prefix is 
              seed: int = typer.Option(0, callback=bounded(0, SEED_LIMIT - 1), help="Seeds the subset and the few-shot draws."),
              batch_size: int = typer.Option(16, callback=bounded(1, 1 << 16),
                                             help="Continuations scored per forward pass."),
+             metric: Optional[str] = typer.Option(None, help="The multiple-choice metric reports read: acc, "
+                                                             "acc_norm, acc_per_byte or acc_per_token "
+                                                             "(default: each task's own)."),
              harness: Optional[str] = typer.Option(None, help="Run an lm-evaluation-harness task name or YAML "
                                                                "instead (the 'harness' extra)."),
              as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
              lab: Optional[Path] = LabOpt) -> None:
     """Score a run's newest checkpoint on benchmarks; results are stored with the run and in the ledger.
 
-    Prints each task's accuracy with its standard error, the chance level computed from the data,
-    the centred score (acc - chance) / (1 - chance), their mean over tasks, and that mean per
-    training hour and per million parameters.
+    Prints each task's score in the metric its reports read (multiple choice: acc, the summed
+    log-likelihood; acc_norm, lm-eval's per character; acc_per_byte; acc_per_token) with its standard
+    error, the other accuracies, the chance level computed from the data, the centred score
+    (score - chance) / (1 - chance), their mean over tasks, and that mean per training hour and per
+    million parameters.
 
-    Example: `ablab eval 3f2a --tasks piqa,arc_easy,lambada --limit 500`
+    Example: `ablab eval 3f2a --tasks piqa,arc_easy,lambada --limit 500 --metric acc_per_byte`
     """
     if harness:
         _eval_harness(lab_dir(lab), run_id, harness, limit, fewshot, batch_size)
@@ -49,7 +54,7 @@ def eval_run(run_id: str = typer.Argument(..., help="Run id (a unique prefix is 
             console.print(f"  {task}: {result.n} examples scored", style="dim")
 
     report = evaluate_run(lab_dir(lab), run_id, task_names(tasks), limit or None, fewshot, seed, batch_size,
-                          progress)
+                          progress, metric=metric)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return
@@ -59,15 +64,19 @@ def eval_run(run_id: str = typer.Argument(..., help="Run id (a unique prefix is 
 def _print_report(report) -> None:
     console.print(f"run {report.run_id} at step {report.step}" +
                   (f", {report.limit} examples per task (seeded subset)" if report.limit else ""))
-    header = f"{'task':<14}{'v':>2}{'n':>7}{'acc':>9}{'± se':>8}{'acc_norm':>10}{'chance':>8}{'centred':>9}  other"
+    header = (f"{'task':<14}{'v':>2}{'n':>7}  {'reads':<14}{'score':>7}{'± se':>8}{'acc':>8}{'acc_norm':>9}"
+              f"{'per_byte':>9}{'per_token':>10}{'chance':>8}{'centred':>9}  other")
     console.print(header, markup=False, highlight=False, soft_wrap=True)
     for r in report.results:
         m = r.metrics
         other = "  ".join(f"{k} {m[k]:.4g}" for k in ("ppl", "f1", "f1_stderr") if k in m)
         if r.skipped:
             other += f"  skipped {r.skipped} (text its tokenizer cannot encode)"
-        line = (f"{r.task:<14}{r.version:>2}{r.n:>7}{m['acc']:>9.4f}{m['acc_stderr']:>8.4f}"
-                f"{_num(m.get('acc_norm')):>10}{m['chance']:>8.3f}{m['centered']:>9.4f}  {other}")
+        accuracies = "".join(f"{_num(m.get(k)):>{w}}" for k, w in
+                             (("acc", 8), ("acc_norm", 9), ("acc_per_byte", 9), ("acc_per_token", 10)))
+        score = f"{m[r.metric]:>7.4f}{m[r.metric + '_stderr']:>8.4f}"
+        line = (f"{r.task:<14}{r.version:>2}{r.n:>7}  {r.metric:<14}{score}{accuracies}{m['chance']:>8.3f}"
+                f"{m['centered']:>9.4f}  {other}")
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for task, reason in report.unmeasured.items():
         console.print(f"{task:<14} not measured: {reason}", markup=False, highlight=False, soft_wrap=True)

@@ -45,11 +45,12 @@ def eval_rows(run_id: str, step: int, results: list[TaskResult], limit: int | No
     """Ledger rows (and evals.jsonl lines) for results of one evaluation of a run at `step`."""
     return [{"run_id": run_id, "step": step, "task": r.task, "task_version": r.version,
              "num_fewshot": r.num_fewshot, "example_limit": limit or 0, "seed": r.seed, "created_at": at,
-             "data": {"n": r.n, "skipped": r.skipped, "metrics": r.metrics}} for r in results]
+             "data": {"n": r.n, "skipped": r.skipped, "metric": r.metric, "metrics": r.metrics}} for r in results]
 
 
 def aggregate(results: list[TaskResult] | list[dict]) -> dict:
-    """The mean of centred scores over tasks, (acc - chance) / (1 - chance), with its standard error
+    """The mean of centred scores over tasks, (score - chance) / (1 - chance) of the metric each task's
+    report reads, with its standard error
     sqrt(sum of squared per-task errors) / k (tasks scored on independent examples)."""
     metrics = [r.metrics if isinstance(r, TaskResult) else r["metrics"] for r in results]
     if not metrics:
@@ -82,5 +83,5 @@ class TrainingBenchmarks:
 
     def evaluate(self, model: torch.nn.Module, tokenizer: Tokenizer, run_id: str, step: int, at: str) -> tuple[list[dict], dict]:
         results, _ = evaluate_model(model, tokenizer, self.specs, self.limit, self.num_fewshot)
-        summary = {r.task: r.metrics["acc"] for r in results} | {"centered_mean": aggregate(results)["centered"]}
+        summary = {r.task: r.metrics[r.metric] for r in results} | {"centered_mean": aggregate(results)["centered"]}
         return eval_rows(run_id, step, results, self.limit, at), summary

@@ -4,7 +4,12 @@
     result.metrics["acc"], result.metrics["acc_stderr"], result.metrics["centered"]
 
 Multiple choice: the choice with the highest summed log-probability is the answer (`acc`); `acc_norm`
-divides each sum by the choice's length in characters (the harness's acc_norm). Last word: `acc` is
+divides each sum by the choice's length in characters (the harness's acc_norm), `acc_per_byte` by the
+UTF-8 bytes scored and `acc_per_token` by the tokens scored. The harness's acc_norm leaves the target
+delimiter out of the length but not out of the sum, so a near-uniform (untrained) model prefers the
+longer choice by it; the per-byte and per-token scores count what they sum. Every result carries all four;
+`TaskResult.metric` names the one reports read (the task's `metric`), and `centered` is computed from
+it. Under partial scoring every choice scores the same continuation, so the four agree. Last word: `acc` is
 the fraction of targets whose every token is the greedy prediction, and `ppl` is lm-eval's
 perplexity, exp(-mean over examples of the target's summed log-probability). Generation: greedy
 decoding until a stop string, scored by SQuAD v1.1's exact match and token F1 (`acc` = exact match).
@@ -25,9 +30,9 @@ import torch
 from ablab.data.tokenizer import Tokenizer
 from ablab.errors import DataError, UserError
 from ablab.evals.generation import bootstrap_stderr, exact_match, generate_until, token_f1
-from ablab.evals.loglik import loglikelihood
+from ablab.evals.loglik import encode_pair, loglikelihood
 from ablab.evals.packing import choice_loglikelihoods
-from ablab.evals.tasks import Example, TaskSpec, load_examples
+from ablab.evals.tasks import METRICS, Example, TaskSpec, load_examples
 
 
 @dataclass
@@ -39,27 +44,36 @@ class TaskResult:
     seed: int
     metrics: dict[str, float] = field(default_factory=dict)
     skipped: int = 0  # drawn examples left out because the tokenizer cannot encode their text
+    metric: str = "acc"  # the metric reports read; `centered` is computed from it
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def fewshot_contexts(spec: TaskSpec, pool: list[Example], indices: list[int], num_fewshot: int,
+def fewshot_prefixes(spec: TaskSpec, pool: list[Example], indices: list[int], num_fewshot: int,
                      seed: int) -> list[str]:
-    """Each example's context preceded by num_fewshot solved examples of the same split (never
-    itself), drawn with one random.Random(seed) in order, as lm-eval's sampler does."""
+    """What precedes each example's context: num_fewshot solved examples of the same split (never
+    itself), drawn with one random.Random(seed) in order as lm-eval's sampler does, each followed by
+    the few-shot delimiter; "" at zero-shot."""
     if num_fewshot == 0:
-        return [pool[i].context for i in indices]
+        return [""] * len(indices)
     if num_fewshot >= len(pool):
         raise UserError(f"Task '{spec.name}' has {len(pool)} examples, too few for {num_fewshot}-shot; "
                         "lower num_fewshot.")
     rng = random.Random(seed)
-    contexts = []
+    prefixes = []
     for i in indices:
         shots = [j for j in rng.sample(range(len(pool)), num_fewshot + 1) if j != i][:num_fewshot]
         solved = [pool[j].context + pool[j].continuations[pool[j].gold] for j in shots]
-        contexts.append(spec.fewshot_delimiter.join(solved + [pool[i].context]))
-    return contexts
+        prefixes.append("".join(shot + spec.fewshot_delimiter for shot in solved))
+    return prefixes
+
+
+def fewshot_contexts(spec: TaskSpec, pool: list[Example], indices: list[int], num_fewshot: int,
+                     seed: int) -> list[str]:
+    """Each example's context after its few-shot prefix (fewshot_prefixes)."""
+    prefixes = fewshot_prefixes(spec, pool, indices, num_fewshot, seed)
+    return [prefix + pool[i].context for prefix, i in zip(prefixes, indices)]
 
 
 def mean_stderr(values: np.ndarray) -> float:
@@ -68,20 +82,33 @@ def mean_stderr(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
 
 
-def _multiple_choice_metrics(examples: list[Example], scores: list[float]) -> dict[str, float]:
-    correct, correct_norm, chance, k = [], [], [], 0
+def _accuracy(name: str, correct: list[float]) -> dict[str, float]:
+    return {name: float(np.mean(correct)), f"{name}_stderr": mean_stderr(np.array(correct))}
+
+
+def _multiple_choice_metrics(examples: list[Example], scores: list[float], tokens: list[int] | None = None,
+                             metric: str = "acc") -> dict[str, float]:
+    """acc, acc_norm, acc_bytes and acc_per_token (with `tokens`, the tokens scored per choice), each
+    with its stderr; chance from the data, and the centred score of `metric`."""
+    picks: dict[str, list[float]] = {name: [] for name in METRICS if tokens is not None or name != "acc_per_token"}
+    chance, k = [], 0
     for ex in examples:
         ll = np.array(scores[k : k + len(ex.choices)])
+        divisors = {"acc": np.ones(len(ex.choices)),
+                    "acc_norm": np.array([max(len(c), 1) for c in ex.choices], dtype=float),
+                    "acc_per_byte": np.array([len(c.encode("utf-8")) for c in ex.continuations], dtype=float)}
+        if tokens is not None:
+            divisors["acc_per_token"] = np.array(tokens[k : k + len(ex.choices)], dtype=float)
         k += len(ex.choices)
-        lengths = np.array([max(len(c), 1) for c in ex.choices], dtype=float)
-        correct.append(float(np.argmax(ll) == ex.gold))
-        correct_norm.append(float(np.argmax(ll / lengths) == ex.gold))
+        for name, correct in picks.items():
+            correct.append(float(np.argmax(ll / divisors[name]) == ex.gold))
         chance.append(1.0 / len(ex.choices))
-    acc, acc_norm, p0 = float(np.mean(correct)), float(np.mean(correct_norm)), float(np.mean(chance))
-    return {"acc": acc, "acc_stderr": mean_stderr(np.array(correct)),
-            "acc_norm": acc_norm, "acc_norm_stderr": mean_stderr(np.array(correct_norm)),
-            "chance": p0, "centered": (acc - p0) / (1 - p0),
-            "centered_stderr": mean_stderr(np.array(correct)) / (1 - p0)}
+    metrics: dict[str, float] = {}
+    for name, correct in picks.items():
+        metrics.update(_accuracy(name, correct))
+    p0, score = float(np.mean(chance)), metrics[metric]
+    return {**metrics, "chance": p0, "centered": (score - p0) / (1 - p0),
+            "centered_stderr": metrics[f"{metric}_stderr"] / (1 - p0)}
 
 
 def _last_word_metrics(results: list[tuple[float, bool]]) -> dict[str, float]:
@@ -111,7 +138,7 @@ class TaskNotEncodable(DataError):
 
 def encodable(tokenizer: Tokenizer, example: Example) -> bool:
     try:
-        for text in (example.context, *example.continuations):
+        for text in (example.context, *example.contexts, *example.continuations):
             tokenizer.encode(text)
     except DataError:
         return False
@@ -120,8 +147,8 @@ def encodable(tokenizer: Tokenizer, example: Example) -> bool:
 
 def _prompts(spec: TaskSpec, tokenizer: Tokenizer, pool: list[Example], indices: list[int],
              num_fewshot: int, seed: int) -> tuple[list[int], list[str]]:
-    """The drawn indices whose text the tokenizer can encode, and their contexts; few-shot examples
-    come only from encodable ones too, so a shot never brings in a character the model lacks."""
+    """The drawn indices whose text the tokenizer can encode, and their few-shot prefixes; few-shot
+    examples come only from encodable ones too, so a shot never brings in a character the model lacks."""
     readable = [i for i in (range(len(pool)) if num_fewshot else indices) if encodable(tokenizer, pool[i])]
     allowed = set(readable)
     kept = [i for i in indices if i in allowed]
@@ -130,11 +157,34 @@ def _prompts(spec: TaskSpec, tokenizer: Tokenizer, pool: list[Example], indices:
                         f"this model's {tokenizer.kind} tokenizer; evaluate a model trained with "
                         "data.tokenizer = 'byte' or 'bpe'.")
     if not num_fewshot:
-        return kept, [pool[i].context for i in kept]
+        return kept, [""] * len(kept)
     # With every example encodable the positions are the indices, so the draws match an unfiltered pool.
     position = {i: k for k, i in enumerate(readable)}
     shots_pool = [pool[i] for i in readable]
-    return kept, fewshot_contexts(spec, shots_pool, [position[i] for i in kept], num_fewshot, seed)
+    return kept, fewshot_prefixes(spec, shots_pool, [position[i] for i in kept], num_fewshot, seed)
+
+
+def choice_requests(examples: list[Example], prefixes: list[str]) -> list[list[tuple[str, str]]]:
+    """Each example's (context, continuation) pairs, one per choice, as lm-eval requests them."""
+    return [[(prefix + c, ex.continuations[0]) for c in ex.contexts] if ex.contexts
+            else [(prefix + ex.context, cont) for cont in ex.continuations]
+            for ex, prefix in zip(examples, prefixes)]
+
+
+def score_choices(model: torch.nn.Module, tokenizer: Tokenizer, requests: list[list[tuple[str, str]]],
+                  batch_size: int = 16) -> list[list[float]]:
+    """Each choice's log P(continuation | context): choices after one shared context packed into a
+    row (packing.py), and a context per choice (partial scoring) scored pair by pair."""
+    shared = [g for g, pairs in enumerate(requests) if len({ctx for ctx, _ in pairs}) == 1]
+    scores: list[list[float]] = [[] for _ in requests]
+    groups = [(requests[g][0][0], [cont for _, cont in requests[g]]) for g in shared]
+    for g, group in zip(shared, choice_loglikelihoods(model, tokenizer, groups, batch_size)):
+        scores[g] = [s for s, _ in group]
+    apart = sorted(set(range(len(requests))) - set(shared))
+    flat = iter(loglikelihood(model, tokenizer, [pair for g in apart for pair in requests[g]], batch_size))
+    for g in apart:
+        scores[g] = [next(flat)[0] for _ in requests[g]]
+    return scores
 
 
 def evaluate_task(model: torch.nn.Module, tokenizer: Tokenizer, spec: TaskSpec, limit: int | None = None,
@@ -146,8 +196,9 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Tokenizer, spec: TaskSpec, 
         indices = list(range(len(pool)))
     else:
         indices = sorted(random.Random(seed).sample(range(len(pool)), limit))
-    kept, contexts = _prompts(spec, tokenizer, pool, indices, num_fewshot, seed)
+    kept, prefixes = _prompts(spec, tokenizer, pool, indices, num_fewshot, seed)
     examples = [pool[i] for i in kept]
+    contexts = [prefix + ex.context for prefix, ex in zip(prefixes, examples)]
     if spec.type == "generation":
         completions = generate_until(model, tokenizer, contexts, spec.until, spec.max_gen_tokens, batch_size)
         metrics = generation_metrics([ex.choices for ex in examples], completions, seed)
@@ -155,8 +206,9 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Tokenizer, spec: TaskSpec, 
         requests = [(ctx, ex.continuations[ex.gold]) for ctx, ex in zip(contexts, examples)]
         metrics = _last_word_metrics(loglikelihood(model, tokenizer, requests, batch_size))
     else:
-        groups = [(ctx, list(ex.continuations)) for ctx, ex in zip(contexts, examples)]
-        results = choice_loglikelihoods(model, tokenizer, groups, batch_size)
-        metrics = _multiple_choice_metrics(examples, [s for group in results for s, _ in group])
+        requests = choice_requests(examples, prefixes)
+        scores = [s for group in score_choices(model, tokenizer, requests, batch_size) for s in group]
+        tokens = [len(encode_pair(tokenizer, ctx, cont)[1]) for pairs in requests for ctx, cont in pairs]
+        metrics = _multiple_choice_metrics(examples, scores, tokens, spec.metric)
     return TaskResult(spec.name, spec.version, len(examples), num_fewshot, seed, metrics,
-                      skipped=len(indices) - len(kept))
+                      skipped=len(indices) - len(kept), metric=spec.metric)

@@ -6,9 +6,17 @@
     type = "multiple_choice"          # or "last_word", "generation"
     data_file = "capitals.jsonl"      # relative to this file's folder, or absolute
     context = "Question: What is the capital of {country.name}?\\nAnswer:"
-    choices = "options"               # a field holding a list, or a list of fields: ["sol1", "sol2"]
-    label = "answer"                  # an integer index; label_offset = 1 when it is 1-based, or
-                                      # choice_labels = "labels" when it is a label such as "B"
+    choices = "options"               # a field holding a list, or a list of fields: ["sol1", "sol2"],
+                                      # or { literal = ["no", "yes"] }, or { template = ["{a} {b}", "{c}"] }
+    label = "answer"                  # an index (label_offset = 1 when 1-based), a bool, a letter ("B"),
+                                      # a choice's text, or choice_labels = "labels" (its label among
+                                      # them); label_map = { "1" = 0, entailment = "yes" } when none fits
+    metric = "acc_per_byte"           # what reports read: acc (summed), acc_norm (lm-eval's, per
+                                      # character), acc_per_byte or acc_per_token; all are computed
+
+Partial scoring (lm-eval's multiple-input tasks, such as winogrande) scores one shared continuation
+after a context per choice: `blank = "_"` cuts the context at its blank, each choice fills it, and the
+text after it (stripped) is the continuation; or `continuation = "{rest}"` is scored after context + choice.
 
 A last_word or generation task gives its answer as `target = "{answer}"` (a template) or
 `answers = "answers"` (a field holding a string or a list of references); a generation task also takes
@@ -23,14 +31,16 @@ dicts (`{choices.text}` is every choice's text); `{{` and `}}` are literal brace
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
 from ablab.errors import DataError, UserError
-from ablab.evals.tasks import TASKS, Doc, TaskSpec, read_docs, to_example
+from ablab.evals.tasks import METRICS, TASKS, Doc, TaskSpec, read_docs, to_example
 from ablab.lab import read_user_text
 
 _COMMON_KEYS: dict[str, type] = {
@@ -39,11 +49,12 @@ _COMMON_KEYS: dict[str, type] = {
 }
 _REQUIRED = ("name", "version", "type", "data_file", "context")
 _TYPE_KEYS: dict[str, dict[str, type]] = {
-    "multiple_choice": {"choices": object, "label": str, "label_offset": int, "choice_labels": str},
+    "multiple_choice": {"choices": object, "label": str, "label_offset": int, "choice_labels": str,
+                        "label_map": dict, "blank": str, "continuation": str, "metric": str},
     "last_word": {"target": str, "answers": str},
     "generation": {"target": str, "answers": str, "until": list, "max_gen_tokens": int},
 }
-_TOML_NAMES = {str: "string", int: "integer", list: "array"}
+_TOML_NAMES = {str: "string", int: "integer", list: "array", dict: "table"}
 _FIELD_REF = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _FIELD_PATH = re.compile(r"\w+(\.\w+)*")
 
@@ -126,33 +137,106 @@ def _data_file(spec_file: Path, key: str, relative: str) -> Path:
     return path.resolve()
 
 
-def _label_function(spec_file: Path, table: dict) -> Callable[[Doc], int]:
-    """The gold choice's index: the label field as an integer less label_offset, or the label's
-    position in the choice_labels field (ARC's answerKey 'B' among labels ['A', 'B', 'C', 'D'])."""
-    label = table["label"]
+def _label_key(value: Any) -> str:
+    """A label value as a label_map key: TOML keys are strings, so true, 1 and "B" are "true", "1", "B"."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _gold_index(spec_file: Path, table: dict, value: Any, choices: list[str], doc: Doc) -> int:
+    """The gold choice's index from a label's value: the index or choice text label_map gives it, else
+    a bool (false 0, true 1, as lm-eval's boolq over ["no", "yes"]), an integer or a digit string (an
+    index, less label_offset), its position in choice_labels, a choice's own text, or a letter ("B": 1)."""
+    if "label_map" in table:
+        mapping = table["label_map"]
+        if _label_key(value) not in mapping:
+            raise DataError(f"{spec_file}: label {value!r} is not a key of label_map ({', '.join(mapping)}); "
+                            f"add it to label_map or fix the data.")
+        mapped = mapping[_label_key(value)]
+        if isinstance(mapped, int):
+            return mapped
+        if mapped not in choices:
+            raise DataError(f"{spec_file}: label_map maps {value!r} to {mapped!r}, which is none of the choices "
+                            f"{choices}; map each label to a choice's text or index.")
+        return choices.index(mapped)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value - table.get("label_offset", 0)
+    value = str(value)
     if "choice_labels" in table:
-        if "label_offset" in table:
-            raise UserError(f"{spec_file}: give label_offset or choice_labels, not both; remove one.")
-        labels_field = table["choice_labels"]
+        labels = [str(x) for x in _lookup(spec_file, doc, table["choice_labels"])]
+        if value not in labels:
+            raise DataError(f"{spec_file}: label {value!r} is not one of {labels} in {table['choice_labels']}; "
+                            "fix the data or the label/choice_labels fields.")
+        return labels.index(value)
+    if value.strip().lstrip("-").isdigit():
+        return int(value) - table.get("label_offset", 0)
+    if value in choices:
+        return choices.index(value)
+    if len(value) == 1 and "A" <= value <= "Z":
+        return ord(value) - ord("A")
+    raise DataError(f"{spec_file}: label {value!r} is not an integer index, a letter or one of the choices "
+                    f"{choices}; add label_map = {{ \"{value}\" = 0 }} (a choice's index or text) for each value.")
 
-        def by_label(doc: Doc) -> int:
-            labels = [str(x) for x in _lookup(spec_file, doc, labels_field)]
-            value = str(_lookup(spec_file, doc, label))
-            if value not in labels:
-                raise DataError(f"{spec_file}: label {value!r} is not one of {labels} in {labels_field}; "
-                                "fix the data or the label/choice_labels fields.")
-            return labels.index(value)
-        return by_label
-    offset = table.get("label_offset", 0)
 
-    def by_index(doc: Doc) -> int:
-        value = _lookup(spec_file, doc, label)
-        try:
-            return int(value) - offset
-        except (TypeError, ValueError):
-            raise DataError(f"{spec_file}: label {value!r} is not an integer index; set choice_labels "
-                            "to the field listing the choices' labels.") from None
-    return by_index
+def _choices_function(spec_file: Path, choices: Any) -> Callable[[Doc], list[str]]:
+    """choices as a field holding a list, a list of fields, { literal = [...] } (the same strings for
+    every document) or { template = [...] } (each choice a template over the document)."""
+    if isinstance(choices, str):
+        def from_field(doc: Doc) -> list[str]:
+            value = _lookup(spec_file, doc, choices)
+            return [str(c) for c in value] if isinstance(value, list) else [str(value)]
+        return from_field
+    if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
+        braced = next((c for c in choices if "{" in c), None)
+        if braced is not None:
+            raise UserError(f"{spec_file}: choices lists fields, and {braced!r} is a template; write "
+                            f"choices = {{ template = {json.dumps(choices)} }}.")
+        return lambda doc: [str(_lookup(spec_file, doc, c)) for c in choices]
+    if isinstance(choices, dict) and len(choices) == 1 and set(choices) <= {"literal", "template"}:
+        (form, values), = choices.items()
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{spec_file}: choices.{form} must be a non-empty array of strings, not {values!r}; "
+                            "fix that line.")
+        for value in values:
+            if not isinstance(value, str):
+                raise UserError(f"{spec_file}: choices.{form} holds {value!r}, which is not a string; quote it "
+                                f"({json.dumps(str(value).lower() if isinstance(value, bool) else str(value))}).")
+        if form == "literal":
+            return lambda doc: list(values)
+        for template in values:
+            _check_template(spec_file, "choices.template", template)
+        return lambda doc: [_render(spec_file, t, doc) for t in values]
+    raise UserError(f"{spec_file}: choices must be a field name, a list of field names, "
+                    "{ literal = [\"no\", \"yes\"] } or { template = [\"{sol1}\", \"{sol2}\"] }, "
+                    f"not {choices!r}; fix that line.")
+
+
+def _partial_scoring(spec_file: Path, table: dict) -> tuple[Callable[[Doc], str], Callable[[Doc], str] | None]:
+    """(doc_to_context, doc_to_continuation): the context as is and no continuation, or under partial
+    scoring the context before the blank and the text after it (stripped, as lm-eval's winogrande), or
+    the context and the continuation template."""
+    context = table["context"]
+    if "blank" in table and "continuation" in table:
+        raise UserError(f"{spec_file}: give blank or continuation, not both; remove one.")
+    if "continuation" in table:
+        continuation = table["continuation"]
+        _check_template(spec_file, "continuation", continuation)
+        return (lambda doc: _render(spec_file, context, doc)), (lambda doc: _render(spec_file, continuation, doc))
+    if "blank" not in table:
+        return (lambda doc: _render(spec_file, context, doc)), None
+    blank = table["blank"]
+    if not blank:
+        raise UserError(f"{spec_file}: blank is empty; give the text that marks the gap, such as \"_\".")
+
+    def split(doc: Doc) -> tuple[str, str]:
+        text = _render(spec_file, context, doc)
+        if blank not in text:
+            raise DataError(f"{spec_file}: a document's context {text!r:.80} has no blank {blank!r}; "
+                            "fix the data or the blank key.")
+        before, _, after = text.partition(blank)
+        return before, after.strip()
+    return (lambda doc: split(doc)[0]), (lambda doc: split(doc)[1])
 
 
 def _choice_functions(spec_file: Path, table: dict) -> tuple[Callable, Callable, str]:
@@ -160,26 +244,33 @@ def _choice_functions(spec_file: Path, table: dict) -> tuple[Callable, Callable,
         if key not in table:
             raise UserError(f"{spec_file}: a multiple_choice task needs '{key}'; add it "
                             "(choices: a list field or a list of fields; label: the gold field).")
+    if "choice_labels" in table and "label_offset" in table:
+        raise UserError(f"{spec_file}: give label_offset or choice_labels, not both; remove one.")
+    for key, value in table.get("label_map", {}).items():
+        if not isinstance(value, (int, str)) or isinstance(value, bool):
+            raise UserError(f"{spec_file}: label_map maps {key!r} to {value!r}; map each label to a choice's "
+                            "index (an integer) or text (a string).")
     choices, label = table["choices"], table["label"]
-    if isinstance(choices, str):
-        def doc_to_choices(doc: Doc) -> list[str]:
-            value = _lookup(spec_file, doc, choices)
-            return [str(c) for c in value] if isinstance(value, list) else [str(value)]
-    elif isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
-        def doc_to_choices(doc: Doc) -> list[str]:
-            return [str(_lookup(spec_file, doc, c)) for c in choices]
-    else:
-        raise UserError(f"{spec_file}: choices must be a field name or a list of field names, not "
-                        f"{choices!r}; fix that line.")
-    doc_to_index = _label_function(spec_file, table)
+    doc_to_choices = _choices_function(spec_file, choices)
 
     def doc_to_gold(doc: Doc) -> int:
-        index, n = doc_to_index(doc), len(doc_to_choices(doc))
-        if not 0 <= index < n:
-            raise DataError(f"{spec_file}: label {_lookup(spec_file, doc, label)!r} gives index {index} for {n} "
-                            "choices; fix label_offset (1 when labels count from 1) or the data.")
+        options, value = doc_to_choices(doc), _lookup(spec_file, doc, label)
+        index = _gold_index(spec_file, table, value, options, doc)
+        if not 0 <= index < len(options):
+            raise DataError(f"{spec_file}: label {value!r} gives index {index} for {len(options)} choices; "
+                            "fix label_offset (1 when labels count from 1), label_map or the data.")
         return index
-    return doc_to_choices, doc_to_gold, f"choices {choices!r}, gold {label!r}"
+    partial = {key: table[key] for key in ("blank", "continuation") if key in table}
+    scoring = f", partial scoring ({', '.join(f'{k} {v!r}' for k, v in partial.items())})" if partial else ""
+    return doc_to_choices, doc_to_gold, f"choices {choices!r}, gold {label!r}{scoring}"
+
+
+def _metric(spec_file: Path, table: dict) -> str:
+    metric = table.get("metric", "acc")
+    if metric not in METRICS:
+        raise UserError(f"{spec_file}: metric {metric!r} is not a multiple-choice metric; use one of "
+                        f"{', '.join(METRICS)}.")
+    return metric
 
 
 def _answer_functions(spec_file: Path, table: dict) -> tuple[Callable, Callable, str]:
@@ -222,18 +313,20 @@ def load_spec_file(path: str | Path) -> TaskSpec:
     _check_keys(spec_file, table)
     context = table["context"]
     _check_template(spec_file, "context", context)
+    options = _generation_options(spec_file, table) if table["type"] == "generation" else {}
+    # blank and continuation are multiple_choice keys, so other tasks get their context as written.
+    doc_to_context, options["doc_to_continuation"] = _partial_scoring(spec_file, table)
     if table["type"] == "multiple_choice":
         doc_to_choices, doc_to_gold, answer = _choice_functions(spec_file, table)
+        options["metric"] = _metric(spec_file, table)
     else:
         doc_to_choices, doc_to_gold, answer = _answer_functions(spec_file, table)
-    options = _generation_options(spec_file, table) if table["type"] == "generation" else {}
     labels = table.get("labels_file")
     spec = TaskSpec(
         name=table["name"], version=table["version"], type=table["type"],
         data_file=str(_data_file(spec_file, "data_file", table["data_file"])),
         split=table.get("split", "test"), layout="jsonl",
-        doc_to_context=lambda doc: _render(spec_file, context, doc),
-        doc_to_choices=doc_to_choices, doc_to_gold=doc_to_gold,
+        doc_to_context=doc_to_context, doc_to_choices=doc_to_choices, doc_to_gold=doc_to_gold,
         labels_file=None if labels is None else str(_data_file(spec_file, "labels_file", labels)),
         target_delimiter=table.get("target_delimiter", " "),
         fewshot_delimiter=table.get("fewshot_delimiter", "\n\n"),
@@ -276,9 +369,15 @@ def task_names(text: str | list[str]) -> list[str]:
     return names
 
 
-def resolve_tasks(names: list[str]) -> list[TaskSpec]:
-    """The task specs, every name checked before any model runs (registered names and .toml spec files)."""
+def resolve_tasks(names: list[str], metric: str | None = None) -> list[TaskSpec]:
+    """The task specs, every name checked before any model runs (registered names and .toml spec files);
+    `metric` (one of METRICS) replaces the metric every multiple-choice task's report reads."""
     if not names:
         raise UserError("No benchmark tasks named; give e.g. --tasks piqa,arc_easy, or a suite: "
                         f"{', '.join(SUITES)}.")
-    return [resolve_task(name) for name in names]
+    if metric is not None and metric not in METRICS:
+        raise UserError(f"Metric {metric!r} is not a multiple-choice metric; use one of {', '.join(METRICS)}.")
+    specs = [resolve_task(name) for name in names]
+    if metric is None:
+        return specs
+    return [dataclasses.replace(s, metric=metric) if s.type == "multiple_choice" else s for s in specs]

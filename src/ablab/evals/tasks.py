@@ -28,17 +28,27 @@ from ablab.errors import DataError, UserError
 
 Doc = dict
 
+# How a multiple-choice answer is picked from its choices' summed log-likelihoods: the sum (acc, which
+# favours short choices), per character of the choice (lm-eval's acc_norm, the delimiter not counted),
+# per UTF-8 byte and per token of the continuation as scored, delimiter included.
+METRICS = {"acc": "summed log-likelihood", "acc_norm": "log-likelihood per character of the choice",
+           "acc_per_byte": "log-likelihood per byte scored", "acc_per_token": "log-likelihood per token scored"}
+
 
 @dataclass(frozen=True)
 class Example:
     """One scored item: the prompt, its continuations as scored (each begins with the target
-    delimiter), and which continuation is right. `choices` without the delimiter give acc_norm's lengths;
-    for a generation task they are the reference answers, and the gold one is the few-shot answer."""
+    delimiter), and which continuation is right. `choices` are the scored texts without the delimiter,
+    whose lengths normalise acc_norm; for a generation task they are the reference answers, and the
+    gold one is the few-shot answer. Under partial scoring (lm-eval's multiple-input tasks, such as
+    winogrande) choice i is the shared continuation scored after `contexts[i]`, and `context` is the
+    gold one's, which a few-shot prompt shows solved."""
 
     context: str
     continuations: tuple[str, ...]
     gold: int
     choices: tuple[str, ...]
+    contexts: tuple[str, ...] = ()  # partial scoring: one context per choice; empty: all after `context`
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,10 @@ class TaskSpec:
     # is part of the task's identity (a version always means the same documents).
     generator: Callable[[random.Random], list[Doc]] | None = None
     generator_seed: int = 0
+    # Partial scoring: each choice is appended to the context, and this shared continuation is scored
+    # after each (lm-eval's multiple-input tasks); None scores each choice after the context.
+    doc_to_continuation: Callable[[Doc], str] | None = None
+    metric: str = "acc"  # the multiple-choice metric reports read (one of METRICS)
 
     @classmethod
     def from_jsonl(cls, name: str, path: str | Path, context_field: str, choices_field: str,
@@ -167,8 +181,13 @@ def to_example(spec: TaskSpec, doc: Doc) -> Example:
     if not 0 <= gold < len(choices):
         raise DataError(f"Task '{spec.name}' has gold index {gold} for {len(choices)} choices in {doc!r:.80}; "
                         "fix the label field or the data.")
-    continuations = tuple(spec.target_delimiter + c for c in choices)
-    return Example(spec.doc_to_context(doc), continuations, gold, choices)
+    context = spec.doc_to_context(doc)
+    if spec.doc_to_continuation is None:
+        return Example(context, tuple(spec.target_delimiter + c for c in choices), gold, choices)
+    contexts = tuple(context + c for c in choices)
+    shared = spec.doc_to_continuation(doc)
+    return Example(contexts[gold], (spec.target_delimiter + shared,) * len(choices), gold,
+                   (shared,) * len(choices), contexts)
 
 
 _POOLS: dict[tuple, list[Example]] = {}  # parsed examples by (spec, data files' size and mtime)

@@ -44,10 +44,13 @@ class EvalReport:
 
 
 def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = None, num_fewshot: int = 0,
-                 seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None) -> EvalReport:
+                 seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None,
+                 metric: str | None = None) -> EvalReport:
     """Evaluate a run's newest intact checkpoint on the named tasks and store the results with the
-    run; an error when the model's tokenizer can read none of them."""
-    report = evaluate_specs(lab, run_id, resolve_tasks(names), limit, num_fewshot, seed, batch_size, progress)
+    run; an error when the model's tokenizer can read none of them. `metric` replaces the metric each
+    multiple-choice task's report reads (ablab.evals.tasks.METRICS)."""
+    report = evaluate_specs(lab, run_id, resolve_tasks(names, metric), limit, num_fewshot, seed, batch_size,
+                            progress)
     if not report.results:
         raise TaskNotEncodable(" ".join(report.unmeasured.values()))
     return report
