@@ -173,19 +173,19 @@ def _timed(fn, clock: dict):
 
 def bare_time(cfg) -> float:
     """The same steps with nothing recorded: train_step, the loop counters its schedule reads, and
-    the evaluations the tracked run does (at eval.every and at the end)."""
+    the evaluations the tracked run does (at step 0 when it evaluates more than once, when due, and at the end)."""
     from ablab.train.loop import Training
 
     training = Training(cfg)
     started = time.perf_counter()
-    loop, every = training.loop, cfg.eval.every
-    if every:
+    loop = training.loop
+    if cfg.eval.every or cfg.eval.points > 1:
         training.evaluate()
     while training.stop_reason() is None:
         training.train_step()
         loop.step += 1
         loop.tokens_seen += cfg.tokens_per_step
-        if every and loop.step % every == 0 and training.stop_reason() is None:
+        if training.eval_due() and training.stop_reason() is None:
             training.evaluate()
     training.evaluate()
     return time.perf_counter() - started
@@ -195,7 +195,8 @@ def overhead(steps: int, rounds: int, overrides: list[str]) -> None:
     cfg = config_mod.load("quickstart", [f"train.max_steps={steps}", *overrides])
     t = cfg.train
     print(f"\n3. tracking overhead: quickstart {' '.join(overrides)}, {steps} steps, log_every {t.log_every}, "
-          f"checkpoint_every {t.checkpoint_every}, eval.every {cfg.eval.every}, {rounds} rounds")
+          f"checkpoint_every {t.checkpoint_every}, eval.every {cfg.eval.every} "
+          f"(points {cfg.eval.points}), {rounds} rounds")
     tracked, bare, setups, inside = [], [], [], []
     bare_time(config_mod.load("quickstart", ["train.max_steps=20", *overrides]))  # warm-up: allocator, caches
     with tempfile.TemporaryDirectory() as tmp:

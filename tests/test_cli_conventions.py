@@ -42,7 +42,7 @@ read_at = "final"
 [design]
 baseline = "{BASE}"
 axis = "tokens"
-budget = 512
+budget = 640
 seeds = [0, 1]
 variables = {{ "optim.lr" = [0.01] }}
 '''

@@ -23,7 +23,7 @@ from ablab.data import tokens as tokens_module
 from ablab.data import val_batches
 from ablab.data.corpora import BUNDLED_DIR, strip_gutenberg
 from ablab.data.registry import CORPORA, CorpusSpec, RemoteFile
-from ablab.data.split import split_corpus
+from ablab.data.split import FEW_DOCUMENTS, split_corpus
 from ablab.data.tokenizer import BpeTokenizer, ByteTokenizer, CharTokenizer, train_bpe
 from ablab.errors import DataError
 
@@ -180,10 +180,45 @@ def test_document_split_is_by_content_and_stable_when_documents_are_added(tmp_pa
     assert 0 < len(held) < len(docs) and split.train and split.val
     held_more, _ = split_of(list(reversed(docs)) + [f"a new document {i}" for i in range(20)])
     assert held_more & set(docs) == held  # adding and reordering moved no old document
-    # Both documents hash above 0.01, or both below 0.99: either way both splits stay non-empty.
-    for val_fraction in (0.01, 0.99):
-        _, tiny = split_of(["alpha", "beta"], val_fraction)
-        assert tiny.train and tiny.val and "1 of 2" in tiny.description
+    # No document hashes below 0.0001, or none above 0.9999: either way both splits stay non-empty.
+    for val_fraction, held_out in ((0.0001, "1 of 20"), (0.9999, "19 of 20")):
+        _, edge = split_of([f"document {i}" for i in range(FEW_DOCUMENTS)], val_fraction)
+        assert edge.train and edge.val and held_out in edge.description
+
+
+def test_few_documents_hold_out_the_tail_of_each(tmp_path):
+    # Three books of very different lengths: whole-document hold-out missed 10% by a whole book.
+    books = {f"book{i}.txt": shakespeare(n, start=i * 60_000) for i, n in enumerate((4_000, 9_000, 40_000))}
+    for name, text in books.items():
+        write(tmp_path / "books" / name, text)
+    split = split_corpus(load_corpus(str(tmp_path / "books")), 0.1)
+    tails = [text[int(len(text) * 0.9):] for text in books.values()]
+    assert split.val == "\n\n".join(tails)  # ... from every book
+    assert split.train == "\n\n".join(text[:int(len(text) * 0.9)] for text in books.values())
+    val_chars = sum(map(len, tails))
+    assert val_chars / sum(map(len, books.values())) == pytest.approx(0.1, abs=1e-3)
+    assert split.rule == "tails:0.1"
+    assert f"the last 10% of each of 3 documents ({val_chars:,} of 53,000 characters" in split.description
+
+
+def test_prepare_records_what_went_where(tmp_path):
+    folder = tmp_path / "notes"
+    for i in range(FEW_DOCUMENTS + 5):
+        write(folder / f"note{i:02}.txt", f"note {i}: " + shakespeare(300, start=i * 400))
+    prepared = prepare_data(DataConfig(corpus=str(folder)))
+    held = [f"note{i:02}.txt" for i in range(FEW_DOCUMENTS + 5)
+            if f"note {i}: " in prepared.tokenizer.decode(prepared.val.tolist())]
+    assert held and prepared.meta["split_rule"] == "documents:0.1"
+    assert prepared.meta["split"].startswith(f"validation: {len(held)} of {FEW_DOCUMENTS + 5} whole documents")
+    assert ", ".join(held[:5]) in prepared.meta["split"]  # the held-out documents, by name
+
+
+def test_tiny_shakespeare_keeps_its_split_and_fingerprint(no_shared_data):
+    # One document: the last 10% of the text, as nanoGPT holds it out; the data identity of every
+    # run on it so far (its fingerprint) must not move.
+    prepared = prepare_data(DataConfig(corpus="tiny-shakespeare", tokenizer="char"))
+    assert prepared.meta["split_rule"] == "tail:0.1" and prepared.meta["n_val_tokens"] == 111_540
+    assert prepared.fingerprint == "38571293550e383460eeddd5b42ecd58d7f5a0b0873fb5b5f9a24e875c656fff"
 
 
 # --- prepared tokens and fingerprints -----------------------------------------------------------------

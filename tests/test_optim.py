@@ -81,18 +81,58 @@ def test_one_state_dict_restores_the_combined_optimizer_exactly():
     assert runs[0] == runs[1]
 
 
-def test_schedules_have_their_shapes():
-    cos = ScheduleConfig(name="cosine", warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_factor(cos, 0, 0.0) == pytest.approx(0.1)
-    assert lr_factor(cos, 9, 0.01) == pytest.approx(1.0, abs=1e-3)
-    assert lr_factor(cos, 500, 0.5) == pytest.approx(0.55)
-    assert lr_factor(cos, 999, 1.0) == pytest.approx(0.1)
-    lin = ScheduleConfig(name="linear", warmup_steps=0, min_lr_ratio=0.0)
-    assert [lr_factor(lin, 0, p) for p in (0, 0.25, 1)] == pytest.approx([1, 0.75, 0])
-    wsd = ScheduleConfig(name="wsd", warmup_steps=0, min_lr_ratio=0.0, decay_fraction=0.2)
-    assert [lr_factor(wsd, 0, p) for p in (0.1, 0.79, 0.9, 1.0)] == pytest.approx([1, 1, 0.5, 0])
-    const = ScheduleConfig(name="constant", warmup_steps=4)
-    assert [lr_factor(const, s, 0.9) for s in (0, 3, 100)] == pytest.approx([0.25, 1, 1])
+def factors(cfg: ScheduleConfig, steps: int) -> list[float]:
+    """The lr factor at each step of a `steps`-step budget, as the loop asks for it (progress before the step)."""
+    return [lr_factor(cfg, step, step / steps) for step in range(steps)]
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "wsd", "constant"])
+def test_warmup_reaches_the_peak_and_the_decay_runs_over_the_rest(name):
+    # Warmup 50 of 100 steps: the issue's case, where the old schedule peaked at 0.55 of optim.lr.
+    cfg = ScheduleConfig(name=name, warmup_steps=50, min_lr_ratio=0.1, decay_fraction=0.2)
+    lrs = factors(cfg, 100)
+    assert lrs[:50] == pytest.approx([(s + 1) / 50 for s in range(50)])  # linear from 0 ...
+    assert lrs[49] == 1.0 and max(lrs) == 1.0  # ... to exactly optim.lr at the end of warmup
+    assert all(a >= b for a, b in zip(lrs[49:], lrs[50:]))  # then never rises again
+    final = lr_factor(cfg, 100, 1.0)
+    assert final == pytest.approx(1.0 if name == "constant" else 0.1)
+    if name != "constant":
+        assert lrs[-1] < 0.2 and lrs[50] == pytest.approx(1.0)  # the decay spans the rest of the budget
+
+
+def test_decay_shapes_are_measured_from_the_end_of_warmup():
+    cos = ScheduleConfig(name="cosine", warmup_steps=50, min_lr_ratio=0.1)
+    assert lr_factor(cos, 75, 0.75) == pytest.approx(0.55)  # half way through the decay: half way down
+    lin = ScheduleConfig(name="linear", warmup_steps=20, min_lr_ratio=0.0)
+    assert lr_factor(lin, 60, 0.6) == pytest.approx(0.5)
+    # wsd keeps its meaning: the decay is the last decay_fraction of the budget, after warmup or not.
+    wsd = ScheduleConfig(name="wsd", warmup_steps=10, min_lr_ratio=0.0, decay_fraction=0.2)
+    assert [lr_factor(wsd, s, s / 100) for s in (10, 79, 80, 90)] == pytest.approx([1, 1, 1, 0.5])
+    long_warmup = ScheduleConfig(name="wsd", warmup_steps=90, min_lr_ratio=0.0, decay_fraction=0.2)
+    assert [lr_factor(long_warmup, s, s / 100) for s in (89, 90, 95)] == pytest.approx([1, 1, 0.5])
+    assert lr_factor(ScheduleConfig(name="cosine", warmup_steps=0), 0, 0.0) == 1.0
+
+
+def test_a_token_budget_gets_the_same_schedule_as_the_equal_step_budget():
+    cfg = ScheduleConfig(name="cosine", warmup_steps=30, min_lr_ratio=0.1)
+    tokens_per_step, max_tokens = 4096, 4096 * 120
+    by_tokens = [lr_factor(cfg, s, s * tokens_per_step / max_tokens) for s in range(120)]
+    assert by_tokens == pytest.approx(factors(cfg, 120))
+
+
+def test_a_seconds_budget_decays_from_the_peak_to_the_floor():
+    # Steps that slow down half way: the warmup's share is estimated from the steps so far.
+    cfg = ScheduleConfig(name="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    seconds = [0.1 if s < 50 else 0.3 for s in range(200)]
+    elapsed, lrs, budget = 0.0, [], 40.0
+    for step, took in enumerate(seconds):
+        lrs.append(lr_factor(cfg, step, elapsed / budget))
+        elapsed += took
+        if elapsed >= budget:
+            break
+    assert lrs[9] == 1.0 and max(lrs) == 1.0
+    assert all(a >= b - 1e-9 for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] < 0.11
 
 
 def test_set_lr_scales_every_group_from_its_own_peak():

@@ -97,8 +97,8 @@ def test_every_shipped_study_loads_and_plans(tmp_path, shared_data):
 def test_plan_probe_measures_time_and_memory(lab):
     plan = make_plan(lab, write_study(lab, "probe", 'variables = { "model.d_ff" = [256] }'))
     for row in plan.rows:
-        assert row.seconds_per_step > 0 and row.peak_memory_mb > 0
-        assert row.est_seconds == pytest.approx(row.seconds_per_step * row.steps * 3)
+        assert 0 < row.pace.low <= row.pace.mid <= row.pace.high and row.pace.peak_memory_mb > 0
+        assert row.est_seconds[1] == pytest.approx(row.pace.mid * row.steps * 3)
     assert plan.total_runs == 6
 
 

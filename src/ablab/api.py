@@ -82,14 +82,16 @@ class Study:
         return self.path
 
     def plan(self, probe: bool = True) -> Plan:
-        """Each arm as a diff against the baseline, the frozen rest, steps and tokens; with `probe`,
-        each arm's step time and peak memory measured with a few real steps."""
+        """Each arm as a diff against the baseline, the frozen rest, steps, tokens, parameters and
+        FLOPs; per arm the runs reused, to train and to resume; the time of what is left as a range,
+        from finished runs of the same shape or (with `probe`) from timed real steps."""
         return runner.make_plan(self.lab, self._file(), probe=probe)
 
     def run(self, executor: str | Executor = "inline", workers: int | None = None, retries: int = 0,
             say: Callable[[str], None] = print, plan: Plan | None = None) -> str:
         """Train every arm over every seed (finished runs reused, interrupted ones resumed) on
-        `executor`; returns 'finished', 'failed' or 'interrupted'. `plan` saves probing again."""
+        `executor`; returns 'finished', 'failed' or 'interrupted'. Given the `plan` that was shown,
+        it runs from that one instead of planning (and probing) again."""
         plan = plan or self.plan()
         return runner.run_study(self.lab, plan, say=say, executor=executor, workers=workers, retries=retries)
 

@@ -67,7 +67,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: Literal["cosine", "linear", "wsd", "constant"] = "cosine"  # lr shape after warmup; wsd: warmup-stable-decay
-    warmup_steps: int = 50  # linear warmup from 0
+    warmup_steps: int = 50  # linear warmup from 0 to the peak lr; the decay runs over the rest of the budget
     min_lr_ratio: float = 0.1  # final lr as a fraction of peak (cosine, linear, wsd)
     decay_fraction: float = 0.2  # wsd: fraction of training spent decaying at the end
 
@@ -103,7 +103,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = 110  # steps between validation evaluations; 0 = only at the end
+    every: int = 0  # steps between validation evaluations; 0 = eval.points of them, spread evenly over the run
+    points: int = 10  # with every = 0: validation evaluations per run, step 0 and the end included; 1 = the end only
     tokens: int = 32768  # validation tokens per evaluation, in fixed evenly spaced windows
     tasks: str = ""  # benchmarks evaluated while training, comma-separated names or suites; "" = none
     tasks_every: int = 0  # steps between benchmark evaluations (and at step 0); 0 = only at the end
@@ -300,11 +301,47 @@ def canonical_json(cfg: Config) -> str:
     return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
 
 
+def budget_steps(cfg: Config) -> int | None:
+    """The optimizer steps the step and token limits allow: the loop stops at max_tokens after
+    max_tokens // tokens_per_step steps. None when only max_seconds bounds the run."""
+    t = cfg.train
+    limits = ([t.max_steps] if t.max_steps else []) + ([t.max_tokens // cfg.tokens_per_step] if t.max_tokens else [])
+    return min(limits) if limits else None
+
+
+def _hashed(kept: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 def config_hash(cfg: Config) -> str:
-    """A stable 16-hex-digit hash of everything that changes what a run computes."""
+    """A stable 16-hex-digit hash of everything that changes what a run computes. The budget enters
+    as its resolved step count, spelled as max_steps (so such configs keep the hash they always had):
+    max_steps=100 and max_tokens of exactly 100 steps train identically, so they are one run.
+    max_seconds stays as given: how many steps it allows depends on the machine and its load."""
     kept = {k: v for k, v in flatten(cfg).items() if k not in cosmetic_keys()}
-    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    steps = budget_steps(cfg)
+    if steps:
+        kept |= {"train.max_steps": steps, "train.max_tokens": 0}
+    return _hashed(kept)
+
+
+# What changes the values a step computes but not how long it takes: runs that differ only in these
+# (or in sections named here with a trailing dot) train at the same pace, so a plan times one by another.
+PACE_FREE = ("seed", "name", "schedule.", "eval.", "optim.lr", "optim.adamw_lr", "optim.momentum", "optim.nesterov",
+             "optim.beta1", "optim.beta2", "optim.eps", "optim.weight_decay", "optim.grad_clip", "model.init_std",
+             "model.rope_base", "data.val_fraction", "train.max_steps", "train.max_tokens", "train.max_seconds",
+             "train.spike_factor", "train.peak_flops", "train.log_every", "train.checkpoint_every",
+             "train.keep_checkpoints")
+
+
+def shape_hash(config: Config | dict[str, Any]) -> str:
+    """A hash of what sets the cost of one optimizer step: the model, the batch, the optimizer's kind,
+    the device and precision, threads and processes (everything but PACE_FREE). `config` is a Config
+    or the nested dict a run's record stores, read as it is (a key it lacks makes another shape)."""
+    nested = to_dict(config) if isinstance(config, Config) else config
+    flat = {f"{section}.{key}": value for section, values in nested.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    return _hashed({k: v for k, v in flat.items() if not k.startswith(PACE_FREE)})
 
 
 def diff(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
@@ -412,8 +449,8 @@ RANGES: dict[str, Range] = {
     "train.grad_accum": Range(1, 1 << 16, cap=True), "train.spike_factor": Range(1, low_open=True),
     "train.peak_flops": NON_NEGATIVE, "train.threads": NON_NEGATIVE, "train.nproc": Range(1, 1024, cap=True),
     "train.log_every": POSITIVE, "train.checkpoint_every": POSITIVE, "train.keep_checkpoints": POSITIVE,
-    "eval.every": NON_NEGATIVE, "eval.tokens": Range(1, 1 << 32, cap=True), "eval.tasks_every": NON_NEGATIVE,
-    "eval.tasks_limit": NON_NEGATIVE, "eval.tasks_fewshot": NON_NEGATIVE,
+    "eval.every": NON_NEGATIVE, "eval.points": Range(1, 1 << 20, cap=True), "eval.tokens": Range(1, 1 << 32, cap=True),
+    "eval.tasks_every": NON_NEGATIVE, "eval.tasks_limit": NON_NEGATIVE, "eval.tasks_fewshot": NON_NEGATIVE,
 }
 MAXIMA = {key: allowed.high for key, allowed in RANGES.items() if allowed.cap}  # the size caps alone
 
@@ -465,6 +502,40 @@ def validate(cfg: Config) -> None:
 def _divisor_near(n: int, target: int) -> int:
     divisors = [k for k in range(1, n + 1) if n % k == 0]
     return min(divisors, key=lambda k: (abs(k - target), k))
+
+
+WARMUP_SHARE_LIMIT = 0.25  # more warmup than this share of a run leaves little of it at the peak lr
+MIN_EVAL_POINTS = 5  # fewer validation points than this make a loss curve that cannot be read
+
+
+def eval_points(cfg: Config, steps: int) -> int:
+    """How many validation evaluations a run of `steps` optimizer steps makes, step 0 and the end
+    included (what the loop does: with eval.every, step 0, each multiple of it and the end)."""
+    if cfg.eval.every:
+        return 1 + math.ceil(steps / cfg.eval.every)
+    return min(cfg.eval.points, steps + 1)
+
+
+def schedule_warnings(cfg: Config, steps: int | None) -> list[str]:
+    """One sentence per way a run of `steps` optimizer steps would mislead: a warmup over a quarter
+    of it, or too few validation points to read a curve. [] when `steps` is unknown (a seconds budget)."""
+    if not steps:
+        return []
+    found = []
+    warmup = cfg.schedule.warmup_steps
+    if warmup > WARMUP_SHARE_LIMIT * steps:
+        reached = ("the run ends before the learning rate reaches optim.lr" if warmup > steps
+                   else f"the learning rate peaks only at step {warmup:,}")
+        found.append(f"schedule.warmup_steps = {warmup:,} is {warmup / steps:.0%} of the run's {steps:,} steps, so "
+                     f"{reached}; keep it under a quarter, e.g. schedule.warmup_steps={max(steps // 10, 1)}.")
+    points = eval_points(cfg, steps)
+    if points < MIN_EVAL_POINTS <= steps + 1:
+        setting = f"eval.every = {cfg.eval.every:,}" if cfg.eval.every else f"eval.points = {cfg.eval.points}"
+        fix = ("set eval.every=0 to spread eval.points evaluations over the run" if cfg.eval.every
+               else "set eval.points=10")
+        found.append(f"{setting} gives only {points} validation points in {steps:,} steps, too few to read a "
+                     f"loss curve; {fix}.")
+    return found
 
 
 def save_toml(cfg: Config) -> str:

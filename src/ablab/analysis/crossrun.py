@@ -43,7 +43,7 @@ def benchmark_columns(lab: Path, run_ids: list[str] | None = None, metric: str =
         evals = ledger.evals([r.id for r in runs]) if runs else []
     latest: dict[tuple[str, str], tuple[int, float]] = {}
     for e in evals:  # ordered by step then time, so the newest evaluation at the last step wins
-        latest[(e["run_id"], e["task"])] = (e["step"], e["metrics"]["acc"])
+        latest[(e["run_id"], e["task"])] = (e["step"], e["metrics"][e.get("metric", "acc")])
     tasks = sorted({task for _, task in latest})
     scored = [r for r in runs if any((r.id, t) in latest for t in tasks)]
     columns = {metric: [float(r.result.get("final", {}).get(metric, math.nan) or math.nan) for r in scored]}
@@ -140,7 +140,7 @@ def dynamics(lab: Path, run_id: str) -> Dynamics:
     tokens, losses = [float(r["tokens"]) for r in rows], [float(r["val_loss"]) for r in rows]
     if len(rows) < 3:
         raise UserError(f"Run {run.id} has {len(rows)} validation points; dynamics need several, so train "
-                        "with eval.every set to a fraction of the steps.")
+                        "with eval.points of 10 or more (eval.every=0).")
     fit, note = None, ""
     positive = [(t, v) for t, v in zip(tokens, losses) if t > 0]
     try:
@@ -149,6 +149,7 @@ def dynamics(lab: Path, run_id: str) -> Dynamics:
         note = str(err)
     curves: dict[str, list[tuple[int, int, float]]] = {}
     for e in evals:
-        curves.setdefault(e["task"], []).append((e["step"], tokens_at.get(e["step"], 0), e["metrics"]["acc"]))
+        curves.setdefault(e["task"], []).append((e["step"], tokens_at.get(e["step"], 0),
+                                             e["metrics"][e.get("metric", "acc")]))
     return Dynamics(run.id, tokens, losses, fit, note, tokens_to_fraction(tokens, losses), curves)
 

@@ -120,6 +120,8 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
     console.print(f"config {config_mod.config_hash(cfg)}: {cfg.model.n_layers}L d{cfg.model.d_model} "
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
+    for warning in config_mod.schedule_warnings(cfg, config_mod.budget_steps(cfg)):
+        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     with _progress() as show:
         outcome = Lab(lab_dir(lab)).run(cfg, progress=show, force=force, log_to=log_to.split(","))
     if outcome.reused:
@@ -265,7 +267,7 @@ class _progress:
         self.bar = Progress(TextColumn("step {task.completed:>6.0f}"), BarColumn(), TextColumn("{task.fields[info]}"),
                             TimeElapsedColumn(), console=err_console)
         self.task = None
-        self.last_val = ""
+        self.last_train = self.last_val = ""
 
     def __enter__(self):
         return self
@@ -280,10 +282,11 @@ class _progress:
             self.task = self.bar.add_task("train", total=None, info="")
         info = None
         if row is not None:
-            if "val_loss" in row:
-                self.last_val = f"val {row['val_loss']:.4f}"
+            if "val_loss" in row:  # with its step: a val loss is measured far less often than the bar moves
+                self.last_val = f"val {row['val_loss']:.4f} @{step}"
             if "train_loss" in row:
-                info = f"loss {row['train_loss']:.4f}  {self.last_val}  {row['tokens_per_s']:,.0f} tok/s"
+                self.last_train = f"loss {row['train_loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s"
+            info = "  ".join(part for part in (self.last_train, self.last_val) if part)
         self.bar.update(self.task, completed=step, **({"info": info} if info else {}))
 
 

@@ -103,7 +103,8 @@ def baseline_list(json_out: bool = JsonOpt, lab: Optional[Path] = LabOpt) -> Non
     """Every dated baseline, with its seeds, lineage and noise floor; * marks the current one.
 
     With `--json`: a list of objects with keys ref, name, date, current, seeds, parent, justified_by,
-    noise_floor (metric -> std over seeds, or null before `baseline run`) and created_at.
+    noise_floor (metric -> std over the finished runs of its seeds, from any study or `baseline run`;
+    a metric is null below two seeds, the whole of it null before any) and created_at.
 
     Example: `ablab baseline list`
     """
@@ -115,32 +116,41 @@ def baseline_list(json_out: bool = JsonOpt, lab: Optional[Path] = LabOpt) -> Non
         return
     table = Table("", "baseline", "seeds", "promoted from", "justified by", "noise floor val_loss")
     for b in baselines.listing(lab_dir(lab)):
-        floor = b.get("noise_floor", {}).get("val_loss")
         table.add_row("*" if b.get("current") else "", b["ref"], ",".join(map(str, b["seeds"])), b.get("parent") or "",
-                      ", ".join(b.get("justified_by") or []), f"{floor:.3g}" if floor is not None else "not run")
+                      ", ".join(b.get("justified_by") or []), _floor_text(b))
     console.print(table)
+
+
+def _floor_text(b: dict) -> str:
+    floor = (b.get("noise_floor") or {}).get("val_loss")
+    if floor is not None and floor == floor:
+        return f"{floor:.3g} ({b['finished_seeds']} seeds)"
+    return "not run" if not b["finished_seeds"] else f"needs 2 seeds ({b['finished_seeds']} finished)"
 
 
 @baseline_app.command("show")
 def baseline_show(ref: str = typer.Argument(..., help="NAME@DATE"), json_out: bool = JsonOpt,
                   lab: Optional[Path] = LabOpt) -> None:
-    """Print a baseline's file: its seeds, lineage and full config.
+    """Print a baseline's file (its seeds, lineage and full config), then its noise floor.
 
-    With `--json`: one object with keys ref, name, date, seeds, parent, justified_by, path and config
-    (the full config, one object per section).
+    With `--json`: one object with keys ref, name, date, seeds, parent, justified_by, path, config
+    (the full config, one object per section) and noise_floor (as `baseline list` has it).
 
     Example: `ablab baseline show main@2026-11-21`
     """
     baseline = baselines.load(lab_dir(lab), ref)
+    floor = next((b for b in baselines.listing(lab_dir(lab)) if b["ref"] == baseline.ref),
+                 {"noise_floor": None, "finished_seeds": 0})
     if json_out:
         from ablab.analysis.runs import to_json
 
         typer.echo(to_json({"ref": baseline.ref, "name": baseline.name, "date": baseline.date, "seeds": baseline.seeds,
                             "parent": baseline.parent, "justified_by": baseline.justified_by,
                             "path": str(baselines.baseline_path(lab_dir(lab), ref)),
-                            "config": config_mod.to_dict(baseline.config)}))
+                            "config": config_mod.to_dict(baseline.config), "noise_floor": floor["noise_floor"]}))
         return
     console.print(baselines.baseline_path(lab_dir(lab), ref).read_text(encoding="utf-8"), markup=False)
+    console.print(f"# noise floor val_loss: {_floor_text(floor)}", markup=False)
 
 
 @baseline_app.command("diff")
@@ -166,30 +176,41 @@ def baseline_promote(study: str = typer.Argument(..., help="Study name."),
 
     Example: `ablab baseline promote muon-lr --arm "optim.lr=0.04"`
     """
-    previous, new, changes = baselines.promote_arm(lab_dir(lab), study, arm, date or None)
-    console.print(f"promoted {new.ref} = {previous.ref} + {changes} (justified by study {study}); it is now current")
+    previous, new = baselines.promote_arm(lab_dir(lab), study, arm, date or None)
+    console.print(f"promoted {new.ref}, now the current '{new.name}' baseline", markup=False)
+    console.print(f"  parent: {previous.ref}", markup=False)
+    for key, old, value in config_mod.diff(previous.config, new.config):
+        console.print(f"  {key}: {old!r} -> {value!r}", markup=False)
+    console.print(f"  justified by: study {study}, arm {arm}", markup=False)
 
 
 @study_app.command("new")
 def study_new(name: str = typer.Argument(..., help="Study name."),
               baseline: Optional[str] = typer.Option(None, help="The dated baseline it runs against (default: a "
                                                      "main@YYYY-MM-DD, which `study plan` asks you to replace)."),
+              question: str = typer.Option("", help="The one question the study answers."),
+              variable: Optional[List[str]] = typer.Option(None, help="KEY=V1,V2: a config key and the values its "
+                                                           "arms take (repeat for more; default optim.lr=0.04)."),
               lab: Optional[Path] = LabOpt) -> None:
-    """Write a commented study template to `studies/NAME.toml`.
+    """Write a commented study template to `studies/NAME.toml`, with its question, its variables and
+    a hypothesis skeleton to replace (planning refuses the skeleton's TODO texts).
 
-    Example: `ablab study new muon-lr --baseline main@2026-11-21`
+    Example: `ablab study new lr-up --baseline main@2026-11-21 --question "Does lr 0.04 win?" --variable optim.lr=0.04`
     """
-    from ablab.study.spec import template_text
+    from ablab.study.spec import parse_variable, template_text
 
     check_name(name, "Study name", "muon-lr")
+    variables = dict(parse_variable(item) for item in variable or [])
     if baseline is not None:
         baselines.load(lab_dir(lab), baseline)  # an unknown one is refused now, naming the lab's baselines
     path = lab_dir(lab) / "studies" / f"{name}.toml"
     if path.exists():
         raise UserError(f"{path} already exists; pick another name or edit that file.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path), encoding="utf-8")
-    console.print(f"wrote {path}; fill in the question and hypothesis, then `ablab study plan {path}`")
+    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path, question, variables),
+                    encoding="utf-8")
+    console.print(f"wrote {path}; replace its TODO texts with your question and hypothesis, then "
+                  f"`ablab study plan {path}`")
 
 
 def print_plan(plan) -> None:
@@ -198,23 +219,51 @@ def print_plan(plan) -> None:
     console.print(f"prediction: {spec.prediction.metric} ({spec.prediction.read_at}) {spec.prediction.direction}s by "
                   f">= {spec.prediction.min_effect:g}; baseline {spec.baseline}; axis {spec.axis}, budget "
                   f"{spec.budget:,g}; seeds {spec.seeds}")
-    table = Table("arm", "changes against the baseline", "steps", "tokens/run", "runs", "est. time", "peak MB")
+    table = Table("arm", "changes against the baseline", "steps", "tokens/run")
     for row in plan.rows:
         changes = "\n".join(f"{k}: {a!r} -> {b!r}" for k, a, b in row.diff if not k.startswith("train.max_")) or "—"
-        est = f"{row.est_seconds / 60:.1f} min" if row.est_seconds is not None else "?"
         table.add_row(row.arm.name, changes, f"{row.steps:,}" if row.steps else "time-bound",
-                      f"{row.tokens:,}" if row.tokens else "—", str(row.runs), est,
-                      f"{row.peak_memory_mb:.0f}" if row.peak_memory_mb else "?")
+                      f"{row.tokens:,}" if row.tokens else "—")
     console.print(table)
+    costs = Table("arm", "params", "FLOPs/run", "reused", "to train", "to resume", "est. min", "peak MB")
+    for row in plan.rows:
+        costs.add_row(row.arm.name, f"{row.params / 1e6:.2f}M", f"{row.flops_per_run:.2e}" if row.flops_per_run else "—",
+                      str(row.reused), str(row.to_train), str(row.to_resume), _minutes(row.est_seconds, unit=""),
+                      f"{row.pace.peak_memory_mb:.0f}" if row.pace and row.pace.peak_memory_mb else "?")
+    console.print(costs)
     frozen = ", ".join(f"{k}={v}" for k, v in plan.frozen.items())
     console.print(f"frozen: {frozen}", markup=False)
-    total = f"{plan.est_seconds / 60:.1f} min" if plan.est_seconds is not None else "unknown"
-    console.print(f"{plan.total_runs} runs (finished ones are reused), estimated {total} of training")
+    paces = {}  # arms of one shape share one measure: say each once
+    for row in plan.rows:
+        if row.pace is not None:
+            paces.setdefault(row.pace, []).append(row.arm.name)
+    for pace, names in paces.items():
+        console.print(f"{pace.mid:.3g} s/step (spread {pace.low:.3g}-{pace.high:.3g}) from {pace.source}: "
+                      f"{', '.join(names)}", markup=False)
+    warnings = {}
+    for row in plan.rows:
+        for warning in row.warnings:
+            warnings.setdefault(warning, []).append(row.arm.name)
+    for warning, names in warnings.items():
+        console.print(f"warning ({', '.join(names)}): {warning}", markup=False, soft_wrap=True)
+    counts = [sum(getattr(r, key) for r in plan.rows) for key in ("reused", "to_train", "to_resume")]
+    console.print(f"{plan.total_runs} runs: {counts[0]} reused, {counts[1]} to train, {counts[2]} to resume; "
+                  f"estimated {_minutes(plan.est_seconds)} of training"
+                  + (f" (median {plan.est_seconds[1] / 60:.1f})" if plan.est_seconds else ""), markup=False)
+
+
+def _minutes(seconds, unit: str = " min") -> str:
+    """(low, middle, high) seconds as '3.9-5.0 min'; '?' when not measured."""
+    if seconds is None:
+        return "?"
+    low, high = f"{seconds[0] / 60:.1f}", f"{seconds[2] / 60:.1f}"
+    return (f"{low}-{high}" if low != high else high) + unit
 
 
 @study_app.command("plan")
 def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
-               probe: bool = typer.Option(True, help="Measure step time and memory with a few real steps."),
+               probe: bool = typer.Option(True, help="Time real steps of each shape the lab has no finished runs "
+                                                     "of (a few seconds each)."),
                lab: Optional[Path] = LabOpt) -> None:
     """Verify a study before it runs: each arm as a diff, the frozen rest, tokens, steps, time, memory.
 

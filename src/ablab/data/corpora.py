@@ -37,6 +37,7 @@ class CorpusText:
     documents: list[str]  # one text, or one entry per document (files of a folder, rows of a jsonl)
     val_documents: list[str] | None = None  # the corpus's own validation split, if it has one
     split_note: str = ""  # how the own split was made
+    names: list[str] | None = None  # each document's name (a file, "line 3"), for saying what the split held out
 
 
 def load_corpus(corpus: str, text_field: str = "text") -> CorpusText:
@@ -91,9 +92,10 @@ def _read_registered(spec: CorpusSpec, paths: dict[str, Path], source: str) -> C
 
     train = [read(file) for file in spec.train]
     val = [read(file) for file in spec.val] or None
+    names = [file.name for file in spec.train]
     if not spec.documents:
-        train = ["".join(train)]
-    corpus = CorpusText(spec.name, source, train, val, spec.split_note)
+        train, names = ["".join(train)], [spec.name]
+    corpus = CorpusText(spec.name, source, train, val, spec.split_note, names)
     return _checked(corpus, f"Corpus '{spec.name}' ({source})")
 
 
@@ -104,17 +106,21 @@ def _read_path(path: Path, text_field: str) -> CorpusText:
             raise DataError(
                 f"Folder {path} has no .txt files; put the corpus in .txt files there or point data.corpus at a file."
             )
-        corpus = CorpusText(str(path), "path", [read_utf8(f) for f in files])
+        corpus = CorpusText(str(path), "path", [read_utf8(f) for f in files],
+                            names=[f.relative_to(path).as_posix() for f in files])
     elif path.suffix.lower() == ".jsonl":
-        corpus = CorpusText(str(path), "path", read_jsonl(path, text_field))
+        rows = read_jsonl(path, text_field)
+        corpus = CorpusText(str(path), "path", list(rows.values()), names=[f"line {n}" for n in rows])
     else:
-        corpus = CorpusText(str(path), "path", [read_utf8(path)])
+        corpus = CorpusText(str(path), "path", [read_utf8(path)], names=[path.name])
     return _checked(corpus, str(path))
 
 
 def _checked(corpus: CorpusText, label: str) -> CorpusText:
     """Drop blank documents and refuse a corpus (or own validation split) with no text at all."""
-    corpus.documents = [d for d in corpus.documents if d.strip()]
+    names = corpus.names or [f"document {n}" for n in range(1, len(corpus.documents) + 1)]
+    kept = [(name, d) for name, d in zip(names, corpus.documents) if d.strip()]
+    corpus.names, corpus.documents = [name for name, _ in kept], [d for _, d in kept]
     if not corpus.documents:
         raise DataError(
             f"{label} has no text (it is empty or only whitespace); point data.corpus at a corpus with text."
@@ -144,9 +150,9 @@ def read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def read_jsonl(path: Path, text_field: str) -> list[str]:
-    """The `text_field` of each non-blank line of a JSON Lines file, in file order."""
-    documents = []
+def read_jsonl(path: Path, text_field: str) -> dict[int, str]:
+    """Line number -> the `text_field` of that line, for each non-blank line of a JSON Lines file, in file order."""
+    documents = {}
     # Split on "\n" only: str.splitlines would also split at U+2028, which JSON strings may hold raw.
     for number, line in enumerate(read_utf8(path).split("\n"), start=1):
         if not line.strip():
@@ -166,7 +172,7 @@ def read_jsonl(path: Path, text_field: str) -> list[str]:
                 f"{path} line {number}: field '{text_field}' is a {type(row[text_field]).__name__}, not a string; "
                 "set data.text_field to the field that holds the text."
             )
-        documents.append(row[text_field])
+        documents[number] = row[text_field]
     return documents
 
 

@@ -66,8 +66,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
             raise DataError(
                 f"The prepared data in {folder} could not be read back; check that the cache disk is healthy."
             )
-    # The folder is shared by every copy of the same text; report where this call found it.
-    prepared.meta.update(corpus=corpus.corpus, source=corpus.source)
+    # The folder is shared by every copy of the same text; report where this call found it, and with
+    # which documents' names (the split's description names them; renaming moves nothing).
+    prepared.meta.update(corpus=corpus.corpus, source=corpus.source, split=split.description)
     return prepared
 
 

@@ -136,19 +136,26 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> Com
 
 def lr_factor(cfg: ScheduleConfig, step: int, progress: float) -> float:
     """Multiplier of each group's peak lr at optimizer step `step` (0-based), where `progress` in
-    [0, 1] is the fraction of the run's budget (steps, tokens or seconds) already used."""
-    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    [0, 1] is the fraction of the run's budget (steps, tokens or seconds) used before this step.
+
+    Warmup rises linearly to exactly 1 at step warmup_steps - 1; the decay then runs over the rest
+    of the budget, from 1 at the end of warmup to min_lr_ratio at its end, as nanoGPT's schedule
+    does (a decay that started at step 0 would cut the peak short: 0.55 with warmup 50 of 100)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
     p, floor = min(max(progress, 0.0), 1.0), cfg.min_lr_ratio
-    if cfg.name == "constant":
-        decay = 1.0
-    elif cfg.name == "cosine":
-        decay = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
-    elif cfg.name == "linear":
-        decay = 1 - (1 - floor) * p
-    else:  # wsd: stable at peak, then a linear decay over the last decay_fraction of the budget
-        start = 1 - cfg.decay_fraction
-        decay = 1.0 if p < start else 1 - (1 - floor) * (p - start) / cfg.decay_fraction
-    return warmup * decay
+    # Warmup's share of the budget, as its share of the steps so far: exact for step and token budgets,
+    # for a seconds budget an estimate that assumes the warmup's steps took the average step's time.
+    warmup_share = p * cfg.warmup_steps / step if step else 0.0
+    if cfg.name == "wsd":  # stable at peak, then linear over the last decay_fraction of the budget
+        start = max(1 - cfg.decay_fraction, warmup_share)
+        return 1 - (1 - floor) * (p - start) / (1 - start) if p > start else 1.0
+    done = (p - warmup_share) / (1 - warmup_share) if warmup_share < 1 else 1.0  # of the decay, in [0, 1]
+    if cfg.name == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
+    if cfg.name == "linear":
+        return 1 - (1 - floor) * done
+    return 1.0  # constant
 
 
 def set_lr(optimizer: CombinedOptimizer, factor: float) -> None:

@@ -341,6 +341,13 @@ class Ledger(LabTables):
                                 " ORDER BY created_at DESC, rowid DESC LIMIT 1", (content_key,)).fetchone()
         return self.runs(ids=[row[0]])[0] if row else None
 
+    def finished_with_hashes(self, config_hashes: list[str]) -> list[Run]:
+        """The finished runs of these configs (any seed, study or command), oldest first."""
+        if not config_hashes:
+            return []
+        rows = self.conn.execute(f"SELECT id FROM runs WHERE status='finished' AND config_hash IN "
+                                 f"({','.join('?' * len(config_hashes))})", config_hashes).fetchall()
+        return self.runs(ids=[row[0] for row in rows]) if rows else []
 
     # -- config columns, tag removal and run removal (`ablab runs --columns`, `tag --remove`, `runs rm`) --
     def config_values(self, keys: list[str]) -> dict[str, list[Any]]:

@@ -19,7 +19,7 @@ from ablab import config as config_mod
 from ablab.config import Config
 from ablab.errors import UserError
 from ablab.lab import read_user_text
-from ablab.store.ledger import Ledger, ledger_path
+from ablab.store.ledger import Ledger, Run, ledger_path
 
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<date>\d{4}-\d{2}-\d{2})$")
 
@@ -129,18 +129,47 @@ def check_date(date: str) -> str:
     return date
 
 
+FLOOR_METRICS = ("val_loss", "val_bpb", "train_loss", "tokens_per_s", "peak_memory_mb")
+
+
+def seed_runs(ledger: Ledger, cfg: Config, seeds: list[int]) -> dict[int, Run]:
+    """Per seed, the newest finished run of `cfg` at that seed, whichever study or command trained it
+    (matched by config hash, so a budget spelled in tokens or in steps finds the same runs)."""
+    seed_of = {config_mod.config_hash(config_mod.replace(cfg, {"seed": seed})): seed for seed in seeds}
+    return {seed_of[run.config_hash]: run for run in ledger.finished_with_hashes(list(seed_of))}  # newest wins
+
+
+def noise_floor(ledger: Ledger, cfg: Config, seeds: list[int]) -> dict[str, Any]:
+    """The seed-noise floor of a baseline from the finished runs of its seeds that exist now: the
+    standard deviation over seeds of each final metric (nan below two seeds), and how many seeds."""
+    from ablab.analysis import stats  # here: the command line imports this module, and stats loads scipy
+
+    finals = [run.final for run in seed_runs(ledger, cfg, seeds).values()]
+    floor = {key: stats.noise_floor([f[key] for f in finals if f.get(key) is not None]) for key in FLOOR_METRICS}
+    return {"noise_floor": floor, "finished_seeds": len(finals)}
+
+
 def listing(lab: Path) -> list[dict[str, Any]]:
-    """Every baseline of the lab: ref, seeds, current flag, parent, justified_by, noise floor.
-    A folder with no ledger has none, and gets no ledger from being asked."""
+    """Every baseline of the lab: ref, seeds, current flag, parent, justified_by, and its noise floor
+    measured from the runs of its seeds that exist now (None where no seed has finished). The floor
+    stored by an older ablab, whose runs hashed otherwise, stands while it rests on more seeds. A
+    folder with no ledger has none, and gets no ledger from being asked."""
     if not ledger_path(lab).exists():
         return []
     with Ledger(lab) as ledger:
-        return ledger.baselines()
+        found = ledger.baselines()
+        for b in found:
+            measured = noise_floor(ledger, config_mod.from_dict(b["config"], b["ref"]), b["seeds"])
+            b.setdefault("noise_floor", None)
+            b.setdefault("finished_seeds", 0)
+            if measured["finished_seeds"] >= b["finished_seeds"]:
+                b |= measured if measured["finished_seeds"] else {"noise_floor": None}
+    return found
 
 
-def promote_arm(lab: Path, study: str, arm: str, date: str | None = None) -> tuple[Baseline, Baseline, dict]:
-    """(the previous baseline, the next one: it plus `arm`'s changes, justified by `study`, the
-    changes); dated `date` (default today) and now current."""
+def promote_arm(lab: Path, study: str, arm: str, date: str | None = None) -> tuple[Baseline, Baseline]:
+    """(the previous baseline, the next one: it plus `arm`'s changes, justified by `study`), dated
+    `date` (default today) and now current."""
     with Ledger(lab) as ledger:
         record = ledger.study(study)
     if record is None:
@@ -149,7 +178,7 @@ def promote_arm(lab: Path, study: str, arm: str, date: str | None = None) -> tup
     if arm not in arms or arm == "baseline":
         raise UserError(f"Study {study} has no arm '{arm}'; choose one of: {', '.join(a for a in arms if a != 'baseline')}.")
     previous = load(lab, record["baseline"])
-    return previous, promote(lab, previous, arms[arm], study, check_date(date) if date else today()), arms[arm]
+    return previous, promote(lab, previous, arms[arm], study, check_date(date) if date else today())
 
 
 def promote(lab: Path, previous: Baseline, changes: dict[str, Any], study: str, date: str) -> Baseline:

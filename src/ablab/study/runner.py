@@ -11,39 +11,53 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ablab import config as config_mod
-from ablab.analysis import stats
 from ablab.config import Config
-from ablab.data.tokens import prepare_data
+from ablab.data.tokens import PreparedData, prepare_data
 from ablab.errors import UserError
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.executors import base as executors
 from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance
-from ablab.study import baselines
+from ablab.study import baselines, estimates
 from ablab.study.benchmarks import score_run
-from ablab.study.spec import Arm, StudySpec, arms, check, parse, planned_steps
+from ablab.study.spec import Arm, StudySpec, arms, check, parse
 from ablab.train import launch
-from ablab.train.loop import Training
 
 
 @dataclass
 class PlanRow:
+    """One arm of a plan: its diff against the baseline, its budget, what running the study does
+    with its cells, and what that costs."""
     arm: Arm
     diff: list[tuple[str, Any, Any]]  # (key, baseline value, arm value)
     steps: int | None
     tokens: int | None
     runs: int
-    seconds_per_step: float | None = None
-    peak_memory_mb: float | None = None
+    reused: int = 0  # cells whose finished run exists (or that share another cell's run)
+    to_train: int = 0
+    to_resume: int = 0
+    steps_to_run: int = 0  # the optimizer steps still to train over its cells (resumed runs: what is left)
+    pace: estimates.Pace | None = None  # seconds per step, measured (None: not measured)
+    params: int = 0
+    flops_per_token: int = 0
+    warnings: list[str] = field(default_factory=list)  # ablab.config.schedule_warnings of its config
 
     @property
-    def est_seconds(self) -> float | None:
-        cfg = self.arm.config
-        if cfg.train.max_seconds and not self.steps:
-            return cfg.train.max_seconds * self.runs
-        if self.seconds_per_step is None or self.steps is None:
+    def flops_per_run(self) -> float | None:
+        return self.flops_per_token * self.tokens if self.tokens else None
+
+    @property
+    def est_seconds(self) -> tuple[float, float, float] | None:
+        """(low, middle, high) training seconds of what is left to train; None when unmeasured."""
+        left = self.to_train + self.to_resume
+        if not left:
+            return (0.0, 0.0, 0.0)
+        if self.steps is None:  # bound by wall-clock alone: each run takes its max_seconds
+            seconds = self.arm.config.train.max_seconds * left
+            return (seconds, seconds, seconds)
+        if self.pace is None:
             return None
-        return self.seconds_per_step * self.steps * self.runs
+        return tuple(per_step * self.steps_to_run for per_step in (self.pace.low, self.pace.mid, self.pace.high))
 
 
 @dataclass
@@ -58,32 +72,63 @@ class Plan:
         return sum(r.runs for r in self.rows)
 
     @property
-    def est_seconds(self) -> float | None:
+    def est_seconds(self) -> tuple[float, float, float] | None:
         parts = [r.est_seconds for r in self.rows]
-        return None if any(p is None for p in parts) else sum(parts)
+        return None if any(p is None for p in parts) else tuple(map(sum, zip(*parts)))
 
 
 def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
-    """Load the study and its baseline, expand and check the arms, and (with `probe`) measure
-    each arm's step time and peak memory with a few real training steps."""
+    """Load the study and its baseline, expand and check the arms, and count per arm what running it
+    would reuse, train and resume (decided as `run_study` decides it). Time comes from the finished
+    runs of each arm's shape on this host, else (with `probe`) from timed real steps, one probe per
+    shape with anything left to train (ablab.study.estimates)."""
     spec = parse(spec_path)
     baseline = baselines.load(lab, spec.baseline)
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
     if spec.benchmarks:  # an unknown task or missing benchmark data fails before any run trains
         TrainingBenchmarks(",".join(spec.benchmarks), limit=1, num_fewshot=0)
-    rows = []
+    rows, prepared = [], {}
     for arm in study_arms:
-        steps = planned_steps(arm.config)
+        steps = config_mod.budget_steps(arm.config)
         tokens = steps * arm.config.tokens_per_step if steps is not None else None
-        diff = config_mod.diff(study_arms[0].config, arm.config)
-        rows.append(PlanRow(arm, diff, steps, tokens, len(spec.seeds)))
-        if probe:
-            rows[-1].seconds_per_step, rows[-1].peak_memory_mb = Training(arm.config).probe()
+        rows.append(PlanRow(arm, config_mod.diff(study_arms[0].config, arm.config), steps, tokens, len(spec.seeds),
+                            warnings=config_mod.schedule_warnings(arm.config, steps)))
+        data = _prepared(prepared, arm.config)
+        rows[-1].params, rows[-1].flops_per_token = estimates.model_size(arm.config, data.tokenizer.vocab_size)
+    with Ledger(lab) as ledger:
+        _count_cells(rows, decide_cells(lab, ledger, spec.name, spec.seeds, study_arms, prepared))
+        paces = estimates.finished_paces(ledger)
+    for row in rows:
+        shape = config_mod.shape_hash(row.arm.config)
+        if shape not in paces and probe and (row.to_train or row.to_resume):
+            paces[shape] = estimates.probe(row.arm.config, _prepared(prepared, row.arm.config), row.steps)
+        row.pace = paces.get(shape)
     cosmetic = config_mod.cosmetic_keys() | set(spec.variables) | {"seed", "train.max_steps", "train.max_tokens",
                                                                    "train.max_seconds"}
     frozen = {k: v for k, v in config_mod.flatten(study_arms[0].config).items() if k not in cosmetic}
     return Plan(spec, baseline, rows, frozen)
+
+
+def _prepared(cache: dict[str, PreparedData], cfg: Config) -> PreparedData:
+    """The tokens of `cfg`'s data, prepared once per data config (a corpus error stops here)."""
+    if repr(cfg.data) not in cache:
+        cache[repr(cfg.data)] = prepare_data(cfg.data)
+    return cache[repr(cfg.data)]
+
+
+def _count_cells(rows: list[PlanRow], cells: list[Cell]) -> None:
+    by_arm = {row.arm.name: row for row in rows}
+    for cell in cells:
+        row = by_arm[cell.arm]
+        if cell.action in ("done", "reuse", "share"):
+            row.reused += 1
+        elif cell.action == "resume":
+            row.to_resume += 1
+            row.steps_to_run += max((row.steps or 0) - cell.run.result.get("steps", 0), 0)
+        else:
+            row.to_train += 1
+            row.steps_to_run += row.steps or 0
 
 
 def with_seed(cfg: Config, seed: int, name: str) -> Config:
@@ -105,6 +150,7 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
         states = train_cells(lab, ledger, spec.name, spec.seeds, [row.arm for row in plan.rows], runner,
                              progress_for, say)
+    _store_noise_floor(lab, plan.baseline)  # the baseline arm's runs are the baseline's own when its seeds are
     if "interrupted" in states:
         return "interrupted"
     if spec.benchmarks:
@@ -120,7 +166,7 @@ def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_a
     """Train every (seed, arm) cell of `study` that is not finished on `runner`, linking each run to
     its cells as soon as its record exists (so that a study killed mid-run resumes it when run again);
     the statuses the runs ended with (studies and ladders alike)."""
-    tasks, keys = _decide_cells(lab, ledger, study, seeds, study_arms, say)
+    tasks, keys = _dispatch(ledger, study, decide_cells(lab, ledger, study, seeds, study_arms), say)
 
     def link(task: executors.Task, run_id: str) -> None:
         for arm, seed in keys[task.key]:  # cells with the same content key share the run
@@ -135,60 +181,90 @@ def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_a
     return states
 
 
-def _decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_arms: list[Arm],
-                  say: Callable[[str], None]) -> tuple[list[executors.Task], dict[int, list[tuple[str, int]]]]:
-    """(the tasks to dispatch, seeds outermost; {task key: the (arm, seed) cells its run serves}).
-    A cell whose linked run has the cell's config is skipped when that run is finished and resumed
-    when it is interrupted (a link is written when a run is created, so a killed study's runs are
-    linked); a run of the cell that was created but not yet linked when the study was killed is
-    resumed too. Otherwise a finished run with the cell's content key anywhere in the lab is linked,
-    and cells that share a content key share one task, so that two workers never train the same
-    computation. A linked run that is still training elsewhere stops the study here."""
+@dataclass
+class Cell:
+    """What running a study does with one (arm, seed): 'done' (its linked run ended), 'reuse' (a
+    finished run with its content key), 'share' (the task of cell `shares` trains the same
+    computation), 'resume' (its interrupted run) or 'train'."""
+    arm: str
+    seed: int
+    action: str
+    run: Run | None = None  # the run reused or resumed
+    request: launch.Request | None = None  # what to dispatch, for resume and train
+    shares: int | None = None  # for 'share': the index of the cell whose task it joins
+    link: bool = False  # the run must be linked to the cell first (a reused run, an unlinked interrupted one)
+
+
+def decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_arms: list[Arm],
+                 prepared: dict[str, PreparedData] | None = None) -> list[Cell]:
+    """Every cell, seeds outermost, with what a run of the study does with it; reads the ledger and
+    writes nothing, so that a plan counts exactly what the run will do. A cell whose linked run has
+    the cell's config is done when that run ended and resumed when it is interrupted (a link is
+    written when a run is created, so a killed study's runs are linked); a run of the cell that was
+    created but not yet linked when the study was killed is resumed too. Otherwise a finished run
+    with the cell's content key anywhere in the lab is reused, and cells that share a content key
+    share one task, so that two workers never train the same computation. A linked run that is
+    still training elsewhere stops the study here."""
     provenance = collect_provenance(lab)
-    identities: dict[str, dict] = {}
-    tasks: list[executors.Task] = []
-    keys: dict[int, list[tuple[str, int]]] = {}
-    by_content: dict[str, int] = {}
-    links = ledger.study_runs(study)  # read once: this loop only links cells it has not read yet
+    prepared = {} if prepared is None else prepared
+    cells: list[Cell] = []
+    by_content: dict[str, int] = {}  # content key -> the cell whose task trains it
+    links = ledger.study_runs(study)
     unlinked = _unlinked_runs(ledger, study, links)
 
-    def add(cell: tuple[str, int], request: launch.Request, content: str | None) -> None:
-        tasks.append(executors.Task(len(tasks), cell[0], cell[1], request))
-        keys[len(tasks) - 1] = [cell]
+    def add(cell: Cell, content: str | None) -> None:
         if content is not None:
-            by_content[content] = len(tasks) - 1
+            by_content[content] = len(cells)
+        cells.append(cell)
 
     for seed in seeds:
         for arm in study_arms:
-            cell = (arm.name, seed)
             cfg = with_seed(arm.config, seed, f"{study}/{arm.name}")
-            run = _linked_run(ledger, links.get(cell), cfg)
+            run = _linked_run(ledger, links.get((arm.name, seed)), cfg)
             if run is not None and run.status in ("finished", "diverged"):
+                cells.append(Cell(arm.name, seed, "done", run))
                 continue
             if run is not None and run.status == "running":
                 raise UserError(f"Run {run.id} of {arm.name} seed {seed} is still training (pid {run.pid} on "
                                 f"{run.host}); wait for it to end or stop it, then run the study again.")
             if run is not None and run.status == "interrupted":
-                add(cell, launch.Request(lab, run_id=run.id), run.content_key)
+                add(Cell(arm.name, seed, "resume", run, launch.Request(lab, run_id=run.id)), run.content_key)
                 continue
-            data_key = repr(cfg.data)
-            if data_key not in identities:  # a corpus error stops the study here, before anything trains
-                identities[data_key] = launch.identify(prepare_data(cfg.data))
-            decision = launch.decide(lab, cfg, ledger, provenance, identities[data_key])
+            decision = launch.decide(lab, cfg, ledger, provenance, launch.identify(_prepared(prepared, cfg)))
             orphan = unlinked.pop((cfg.name, decision.key), None)
             if decision.reused is not None:
-                ledger.link_study_run(study, arm.name, seed, decision.reused.id)
-                say(f"{arm.name} seed {seed}: run {decision.reused.id} reused")
+                cells.append(Cell(arm.name, seed, "reuse", decision.reused, link=True))
             elif decision.key in by_content:
-                shared = by_content[decision.key]
-                keys[shared].append(cell)
-                if tasks[shared].run_id is not None:  # a resumed run is linked now, as a new one is when created
-                    ledger.link_study_run(study, arm.name, seed, tasks[shared].run_id)
+                cells.append(Cell(arm.name, seed, "share", shares=by_content[decision.key]))
             elif orphan is not None:
-                ledger.link_study_run(study, arm.name, seed, orphan.id)
-                add(cell, launch.Request(lab, run_id=orphan.id), decision.key)
+                add(Cell(arm.name, seed, "resume", orphan, launch.Request(lab, run_id=orphan.id), link=True),
+                    decision.key)
             else:
-                add(cell, decision.request, decision.key)
+                add(Cell(arm.name, seed, "train", request=decision.request), decision.key)
+    return cells
+
+
+def _dispatch(ledger: Ledger, study: str, cells: list[Cell],
+              say: Callable[[str], None]) -> tuple[list[executors.Task], dict[int, list[tuple[str, int]]]]:
+    """(the tasks to dispatch, in cell order; {task key: the (arm, seed) cells its run serves}),
+    linking reused runs, and resumed runs to every cell they serve, now."""
+    tasks: list[executors.Task] = []
+    keys: dict[int, list[tuple[str, int]]] = {}
+    task_of: dict[int, int] = {}  # cell index -> its task's key
+    for index, cell in enumerate(cells):
+        if cell.link:
+            ledger.link_study_run(study, cell.arm, cell.seed, cell.run.id)
+        if cell.action == "reuse":
+            say(f"{cell.arm} seed {cell.seed}: run {cell.run.id} reused")
+        elif cell.action == "share":
+            task = tasks[task_of[cell.shares]]
+            keys[task.key].append((cell.arm, cell.seed))
+            if task.run_id is not None:  # a resumed run is linked now, as a new one is when created
+                ledger.link_study_run(study, cell.arm, cell.seed, task.run_id)
+        elif cell.action in ("resume", "train"):
+            task_of[index] = len(tasks)
+            keys[len(tasks)] = [(cell.arm, cell.seed)]
+            tasks.append(executors.Task(len(tasks), cell.arm, cell.seed, cell.request))
     return tasks, keys
 
 
@@ -241,20 +317,23 @@ def conclude(lab: Path, name: str, notes: dict[str, str]) -> None:
 
 
 def run_baseline(lab: Path, ref: str, progress_for=None, say=print) -> dict[str, float]:
-    """Train (or reuse) the baseline at each of its seeds, then measure and store its seed-noise
-    floor: the standard deviation over seeds of each final metric."""
+    """Train (or reuse: a study's runs of the same config and seed count) the baseline at each of its
+    seeds, then measure and store its seed-noise floor: the standard deviation over seeds of each
+    final metric."""
     baseline = baselines.load(lab, ref)
-    finals = []
     for seed in baseline.seeds:
         cfg = config_mod.replace(baseline.config, {"seed": seed, "name": f"{ref}/seed{seed}"})
         outcome = launch.start_run(cfg, lab, progress_for(ref, seed) if progress_for else None)
         say(f"{ref} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
         if outcome.status == "interrupted":
             raise UserError(f"Baseline {ref} was interrupted at seed {seed}; run `ablab baseline run {ref}` again to finish it.")
-        if outcome.status == "finished":
-            finals.append(outcome.result.get("final", {}))
-    floor = {key: stats.noise_floor([f[key] for f in finals if f.get(key) is not None])
-             for key in ("val_loss", "val_bpb", "train_loss", "tokens_per_s", "peak_memory_mb")}
+    return _store_noise_floor(lab, baseline)
+
+
+def _store_noise_floor(lab: Path, baseline: baselines.Baseline) -> dict[str, float]:
+    """Measure the baseline's noise floor from the finished runs of its seeds now in the ledger and
+    keep it with the baseline (for readers of the ledger, such as the HTML report)."""
     with Ledger(lab) as ledger:
-        ledger.update_baseline_data(baseline.name, baseline.date, {"noise_floor": floor, "finished_seeds": len(finals)})
-    return floor
+        measured = baselines.noise_floor(ledger, baseline.config, baseline.seeds)
+        ledger.update_baseline_data(baseline.name, baseline.date, measured)
+    return measured["noise_floor"]

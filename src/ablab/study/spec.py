@@ -13,6 +13,7 @@ import itertools
 import math
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,15 @@ category = "hyperparameter"   # hyperparameter | optimizer | memory | architectu
 date = ""
 
 [objective]
-question = "Does a Muon learning rate of 0.04 beat 0.02 for this baseline at equal tokens?"
+# One question, e.g. "Does a Muon learning rate of 0.04 beat 0.02 at equal tokens?"
+question = ""
 
 [hypothesis]
-mechanism = "What process do you claim is happening?"
-prediction = "What will the metric show, in which direction, by how much?"
-falsification = "What would you see if the hypothesis is wrong?"
+# Yours to write (planning refuses a text still starting with TODO): the process you claim is
+# happening, what the metric will show (direction, size), what you would see if you are wrong.
+mechanism = ""
+prediction = ""
+falsification = ""
 metric = "val_loss"           # val_loss | val_bpb | val_ppl | train_loss | tokens_per_s | peak_memory_mb | mfu
 direction = "decrease"        # decrease | increase
 min_effect = 0.01             # the smallest change that would matter to you
@@ -54,7 +58,7 @@ baseline = ""
 axis = "tokens"               # tokens | steps | wall_clock: what every run gets equally
 budget = 409_600              # tokens, steps or seconds per run, on that axis
 seeds = [0, 1, 2]             # every arm runs every seed; the baseline's runs are reused
-variables = { "optim.lr" = [0.04] }   # key = [values]; arms are their grid (mode = "zip" pairs them)
+variables = {}                # key = [values]; arms are their grid (mode = "zip" pairs them)
 # Or name each arm instead of variables:
 # [design.arms.no-norm]
 # "model.norm" = "none"
@@ -65,13 +69,41 @@ outcomes = "Write what you expect before running it."
 """
 
 
-def template_text(name: str, date: str, baseline: str, path: Path) -> str:
-    """A new study file: the commented TEMPLATE with its name, date and baseline set."""
+PLACEHOLDER = "TODO"  # how the template's unwritten texts begin; planning refuses them
+EXAMPLE_VARIABLES = {"optim.lr": [0.04]}  # what a template without --variable varies
+
+
+def template_text(name: str, date: str, baseline: str, path: Path, question: str = "",
+                  variables: dict[str, list[Any]] | None = None) -> str:
+    """A new study file: the commented TEMPLATE with its name, date, baseline, question and
+    variables set, and a hypothesis skeleton naming the variables for the researcher to replace."""
+    variables = variables or EXAMPLE_VARIABLES
+    varied = " and ".join(variables)
+    settings = "; ".join(f"{key} = {', '.join(map(str, values))}" for key, values in variables.items())
     header = ("A study: one question, a falsifiable hypothesis, one dated baseline, named variables.\n"
               f"Check it with `ablab study plan {path}` (every arm's diff, the frozen rest, time and memory),\n"
               f"then `ablab study run {path}`.")
-    values = {"meta": {"name": name, "date": date}, "design": {"baseline": baseline}}
+    values = {
+        "meta": {"name": name, "date": date},
+        "objective": {"question": question or f"{PLACEHOLDER}: the one question this study answers about {varied}."},
+        "hypothesis": {
+            "mechanism": f"{PLACEHOLDER}: the process by which changing {varied} would move the metric.",
+            "prediction": f"{PLACEHOLDER}: what the metric will do at {settings}: its direction and size.",
+            "falsification": f"{PLACEHOLDER}: what you would see at {settings} if that process is not at work."},
+        "design": {"baseline": baseline, "variables": variables}}
     return config_mod.dump_toml(values, TEMPLATE, header)
+
+
+def parse_variable(item: str) -> tuple[str, list[Any]]:
+    """'optim.lr=0.01,0.04' -> ('optim.lr', [0.01, 0.04]): a `study new --variable`, each value
+    read as an override of that key is (numbers, true/false, names)."""
+    key, text = config_mod.parse_override(item)
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    if not values:
+        raise UserError(f"--variable {item!r} gives no values; write KEY=V1,V2, e.g. --variable optim.lr=0.01,0.04.")
+    section, _, field_name = key.rpartition(".")
+    kind = typing.get_type_hints(config_mod.SECTION_TYPES[section] if section else Config)[field_name]
+    return key, [config_mod.coerce(key, value, kind) for value in values]
 
 
 @dataclass
@@ -188,6 +220,17 @@ def _check_values(raw: dict, where: str) -> None:
                             f"e.g. {SCHEMA['design']['arms'][1]}.")
 
 
+def _check_written(raw: dict, where: str) -> None:
+    """The question and the hypothesis are the researcher's: a text still holding the template's
+    placeholder is refused, since a verdict on an unwritten prediction means nothing."""
+    for section, key in (("objective", "question"), ("hypothesis", "mechanism"), ("hypothesis", "prediction"),
+                         ("hypothesis", "falsification")):
+        text = raw.get(section, {}).get(key, "")
+        if isinstance(text, str) and text.lstrip().startswith(PLACEHOLDER):
+            raise UserError(f"In {where}, {section}.{key} still holds the template's placeholder ({text!r}); "
+                            f"replace it with your own {key} before planning the study.")
+
+
 def _section(raw: dict, name: str, where: str) -> dict:
     value = raw.get(name, {})
     if not isinstance(value, dict):
@@ -212,6 +255,7 @@ def parse(path: Path) -> StudySpec:
         raise UserError(f"{path} is not valid TOML ({err}); fix the line it names.") from None
     _check_schema(raw, where)
     _check_values(raw, where)
+    _check_written(raw, where)
     meta, hyp, design = (_section(raw, s, where) for s in ("meta", "hypothesis", "design"))
     category = _require(meta, "category", "meta", where)
     if category not in CATEGORIES:
@@ -315,12 +359,6 @@ def budget_changes(spec: StudySpec) -> dict[str, Any]:
     return changes | {AXES[spec.axis]: value}
 
 
-def planned_steps(cfg: Config) -> int | None:
-    t = cfg.train
-    limits = ([t.max_steps] if t.max_steps else []) + ([t.max_tokens // cfg.tokens_per_step] if t.max_tokens else [])
-    return min(limits) if limits else None
-
-
 def check(spec: StudySpec, baseline: Baseline, study_arms: list[Arm]) -> None:
     """Refuse a design that breaks itself, with one sentence naming the problem."""
     parse_ref(spec.baseline)
@@ -339,7 +377,7 @@ def check(spec: StudySpec, baseline: Baseline, study_arms: list[Arm]) -> None:
         if stray:
             raise UserError(f"Arm '{arm.name}' changes frozen key {stray[0]}; declare it as a variable or leave it alone.")
     if spec.axis == "tokens":
-        tokens = {arm.name: planned_steps(arm.config) * arm.config.tokens_per_step for arm in study_arms}
+        tokens = {arm.name: config_mod.budget_steps(arm.config) * arm.config.tokens_per_step for arm in study_arms}
         if len(set(tokens.values())) > 1:
             per_step = sorted({arm.config.tokens_per_step for arm in study_arms})
             raise UserError(
@@ -347,5 +385,5 @@ def check(spec: StudySpec, baseline: Baseline, study_arms: list[Arm]) -> None:
                 f"{', '.join(f'{n}: {t:,}' for n, t in tokens.items())}; choose a budget divisible by "
                 f"every arm's tokens per step ({', '.join(map(str, per_step))}).")
     for arm in study_arms:
-        if planned_steps(arm.config) == 0:
+        if config_mod.budget_steps(arm.config) == 0:
             raise UserError(f"Arm '{arm.name}' would train 0 steps at this budget; raise design.budget.")

@@ -119,7 +119,7 @@ def _score(lab: Path, run_id: str, specs, by_task: dict[str, TaskTiers], n_steps
         by_task[task].unmeasurable = reason
     for result in report.results:
         by_task[result.task].chance = result.metrics["chance"]
-        by_task[result.task].accs.setdefault(n_steps, []).append(result.metrics["acc"])
+        by_task[result.task].accs.setdefault(n_steps, []).append(result.metrics[result.metric])
 
 
 def check(report: TierReport) -> None:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ablab.config import Config
+from ablab.config import Config, budget_steps
 from ablab.data.sampler import BatchSampler, val_batches
 from ablab.data.tokens import PreparedData, prepare_data
 from ablab.errors import CheckpointError
@@ -70,10 +70,13 @@ class Training:
             ddp = self.world.wrap(self.model)
             self.train_forward = torch.compile(ddp) if cfg.train.compile else ddp
         # A measured peak is one rank's (its device, or its share of the cores); MFU is against all of them.
-        self.peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(self.device.type) * self.world.size
+        self.peak_flops = cfg.train.peak_flops or self.world.size * hardware.measured_peak_flops(
+            self.device.type, self.autocast or torch.float32)
+        self.peak_raised = False  # whether this run has logged that it computes faster than that peak
         self.benchmarks = (TrainingBenchmarks(cfg.eval.tasks, cfg.eval.tasks_limit, cfg.eval.tasks_fewshot,
                                               self.data.tokenizer) if cfg.eval.tasks else None)
         self.stop_signal: str | None = None
+        self.eval_mark = 0  # shares of the budget used at the last evaluation (see eval_due)
         self.last_heartbeat = time.time()
         self.wall_start = time.perf_counter()
 
@@ -111,12 +114,10 @@ class Training:
 
     # -- budget ---------------------------------------------------------------------------------
     def progress_fraction(self) -> float:
-        """Fraction of the budget used: the largest of steps, tokens and seconds against their limits."""
-        t, loop = self.cfg.train, self.loop
-        parts = [loop.step / t.max_steps if t.max_steps else 0.0,
-                 loop.tokens_seen / t.max_tokens if t.max_tokens else 0.0,
-                 loop.train_seconds / t.max_seconds if t.max_seconds else 0.0]
-        return max(parts)
+        """Fraction of the budget used: steps against the resolved step budget (the same number however
+        the budget is spelled, as the config hash assumes) or seconds against max_seconds, the larger."""
+        steps, seconds = budget_steps(self.cfg), self.cfg.train.max_seconds
+        return max(self.loop.step / steps if steps else 0.0, self.loop.train_seconds / seconds if seconds else 0.0)
 
     def stop_reason(self) -> str | None:
         t, loop = self.cfg.train, self.loop
@@ -127,13 +128,6 @@ class Training:
         if t.max_seconds and loop.train_seconds >= t.max_seconds:
             return "max_seconds"
         return None
-
-    def total_steps_estimate(self) -> int | None:
-        t = self.cfg.train
-        limits = [t.max_steps] if t.max_steps else []
-        if t.max_tokens:
-            limits.append(t.max_tokens // self.cfg.tokens_per_step)
-        return min(limits) if limits else None
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -160,20 +154,6 @@ class Training:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
-
-    def probe(self, steps: int = 3) -> tuple[float, float]:
-        """(median seconds per optimizer step, peak memory MB) over `steps` steps after two warm-up steps,
-        without a record: what a study plan's time and memory estimates rest on."""
-        hardware.reset_peak_memory(self.device)
-        self.model.train()
-        for _ in range(2):  # the first steps pay for lazy initialisation and the allocator
-            self.train_step()
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            self.train_step()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times), hardware.peak_memory_mb(self.device)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -204,8 +184,9 @@ class Training:
                                   **self.static_facts())
         hardware.reset_peak_memory(self.device)
         self.model.train()
-        if self.loop.step == 0 and self.cfg.eval.every:
+        if self.loop.step == 0 and (self.cfg.eval.every or self.cfg.eval.points > 1):
             self._log_row({}, self.evaluate(), progress)
+        self.eval_mark = self._eval_mark()
         if self.loop.step == 0 and self.cfg.eval.tasks_every:
             self.run_benchmarks()
         with _stop_signals(self):
@@ -235,7 +216,7 @@ class Training:
         window["tokens"] += self.cfg.tokens_per_step
         window["seconds"] += seconds
         reason = self.stop_reason() or ("interrupted" if stopped_by else None)
-        eval_due = self.cfg.eval.every and loop.step % self.cfg.eval.every == 0 and reason is None
+        eval_due = self.eval_due() and reason is None  # the end's evaluation is finish's
         if loop.step % self.cfg.train.log_every == 0 or eval_due:
             train_row = self._train_row(window, grad_norm)
             self._log_row(train_row, self.evaluate() if eval_due else {}, progress)
@@ -251,6 +232,19 @@ class Training:
             self.save_checkpoint()
         return reason
 
+    def _eval_mark(self) -> int:
+        """How many of the eval.points - 1 equal shares of the budget are used up: an evaluation falls
+        due each time this grows, so steps, tokens and seconds budgets all get eval.points of them."""
+        return math.floor(self.progress_fraction() * (self.cfg.eval.points - 1) + 1e-9)
+
+    def eval_due(self) -> bool:
+        """Whether validation falls due after the step just taken (call it once per step)."""
+        if self.cfg.eval.every:
+            return self.loop.step % self.cfg.eval.every == 0
+        mark = self._eval_mark()
+        due, self.eval_mark = mark > self.eval_mark, mark
+        return due
+
     def run_benchmarks(self) -> dict:
         """Score the model on eval.tasks now; the results go to evals.jsonl and the ledger."""
         if self.benchmarks is None or not self.world.is_main:
@@ -264,10 +258,31 @@ class Training:
     def _train_row(self, window: dict, grad_norm: float) -> dict:
         tokens_per_s = window["tokens"] / window["seconds"] if window["seconds"] else 0.0
         lrs = {f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizer.optimizers.items()}
+        achieved = self.model.flops_per_token() * tokens_per_s
+        if achieved > self.peak_flops:
+            self._raise_peak(achieved)
         return {"train_loss": window["loss"] / window["steps"], "grad_norm": grad_norm, **lrs,
-                "tokens_per_s": tokens_per_s,
-                "mfu": self.model.flops_per_token() * tokens_per_s / self.peak_flops,
+                "tokens_per_s": tokens_per_s, "mfu": achieved / self.peak_flops,
                 "peak_memory_mb": hardware.peak_memory_mb(self.device)}
+
+    def _raise_peak(self, achieved: float) -> None:
+        """The run computes faster than the peak MFU is measured against, so that peak is wrong (measured
+        while the machine was busy, or set too low): an MFU over 100% is never recorded; the peak becomes
+        what the run achieved, for this run and, when measured, for later runs on this machine."""
+        given = bool(self.cfg.train.peak_flops)
+        fix = ("raise train.peak_flops to this device's peak" if given
+               else "earlier MFU values of this run read high; later runs on this machine start from the new peak")
+        if not self.peak_raised:  # one event per run; a run still speeding up raises the peak again, quietly
+            self.record.log_event("peak_flops_raised", self.loop.step,
+                                  f"the run reached {achieved / 1e9:,.1f} GFLOP/s, above the "
+                                  f"{'given' if given else 'measured'} peak of {self.peak_flops / 1e9:,.1f} GFLOP/s; "
+                                  f"from here MFU is against the fastest rate the run reaches; {fix}",
+                                  achieved=achieved, peak_flops=self.peak_flops)
+            self.peak_raised = True
+        self.peak_flops = achieved
+        self.record.update_result(peak_flops=achieved)
+        if not given and self.world.is_main:
+            hardware.remember_peak_flops(self.device, self.autocast or torch.float32, achieved / self.world.size)
 
     def _log_row(self, train_row: dict, val_row: dict, progress: ProgressFn) -> None:
         loop = self.loop
