@@ -311,7 +311,9 @@ def _print_verdicts(lab: Path, name: str) -> None:
     _, results, floor = analyze(lab, name)
     for r in results:
         if r.verdict is not None:
-            console.print(f"{r.arm}: [bold]{r.verdict.outcome}[/bold] — {r.verdict.rule}")
+            console.print(f"{r.arm}: [bold]{r.verdict.outcome}[/bold] — {r.verdict.reason}")
+            if r.verdict.surprise:
+                console.print(f"  {r.verdict.surprise}")
 
 
 @study_app.command("status")
@@ -321,7 +323,7 @@ def study_status(name: str = typer.Argument(..., help="Study name."), json_out: 
 
     With `--json`: one object with keys study, kind, baseline, metric, read_at, seeds, cells (a list of
     objects with arm, seed, run_id, status and value: the metric, or null while missing) and verdicts
-    (a list of objects with arm, outcome and rule; empty for a ladder).
+    (a list of objects with arm, outcome, rule, adjustment (Holm across arms) and surprise; empty for a ladder).
 
     Example: `ablab study status muon-lr`
     """
@@ -352,7 +354,8 @@ def _print_status_json(lab: Path, record: dict, values: dict) -> None:
     cells = [{"arm": arm, "seed": seed, "run_id": run.id if run else None, "status": run.status if run else "missing",
               "value": value} for (arm, seed), (run, value) in values.items()]
     verdicts = [] if spec.get("kind") == "ladder" else [
-        {"arm": r.arm, "outcome": r.verdict.outcome, "rule": r.verdict.rule}
+        {"arm": r.arm, "outcome": r.verdict.outcome, "rule": r.verdict.rule, "adjustment": r.verdict.adjustment,
+         "surprise": r.verdict.surprise or None}
         for r in analyze(lab, record["name"])[1] if r.verdict is not None]
     typer.echo(to_json({"study": record["name"], "kind": spec.get("kind", "study"), "baseline": record["baseline"],
                         "metric": spec.get("metric"), "read_at": spec.get("read_at"), "seeds": spec["seeds"],
