@@ -151,10 +151,15 @@ def test_study_run_probes_each_shape_once_and_not_again(tmp_path, monkeypatch):
     real = estimates.probe
     monkeypatch.setattr(estimates, "probe", lambda *args: probed.append(args[0]) or real(*args))
     path = write_study(tmp_path, "probed", '"optim.lr" = [0.01, 0.04]', seeds="[0]")
+    planned = invoke("study", "plan", str(path), "--lab", str(tmp_path))
+    assert planned.exit_code == 0, planned.output
+    assert len(probed) == 1  # three arms of one shape share one probe
     result = invoke("study", "run", str(path), "--yes", "--lab", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert len(probed) == 1  # three arms of one shape share one probe, and `run` runs from the plan it showed
-    assert "s/step (spread" in result.output and "from probe of" in result.output
+    assert len(probed) == 1  # `run` shows the plan's probe, remembered in the lab, and runs from the plan it showed
+    assert "s/step (spread" in result.output and "from probe of" in result.output and "min ago" in result.output
+    (tmp_path / estimates.PROBES).write_text("{not json", encoding="utf-8")  # a damaged memory is measured again
+    assert invoke("study", "plan", str(path), "--lab", str(tmp_path)).exit_code == 0
     assert "0 reused, 3 to train, 0 to resume" in result.output
     assert "schedule.warmup_steps = 50 is 333% of the run's 15 steps" in result.output
     data = prepare_data(cfg.data)

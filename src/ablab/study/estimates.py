@@ -6,14 +6,19 @@ and threads; learning rates, schedule, seed and budget may differ), their traini
 steps are the measure. Otherwise a probe trains the arm's config without a record: PROBE_WARMUP steps
 that pay for lazy set-up, then real steps timed for PROBE_SECONDS. Either way a Pace is a range
 (p10..p90 of the measures), since on a shared machine the same step can take several times as long.
+A probe is remembered in the lab (PROBES, per host and shape) for PROBE_KEEP_SECONDS, so that the
+`study run` after a `study plan` shows the plan's own measure instead of probing again.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -28,6 +33,8 @@ from ablab.train.loop import Training
 PROBE_WARMUP = 2  # untimed steps first: the allocator and lazy initialisation make them slow
 PROBE_SECONDS = 2.0  # time real steps until this much has passed (the median of 3 steps varied 37x)
 PROBE_STEPS = (5, 200)  # the fewest and the most steps a probe times
+PROBES = Path(".ablab") / "probes.json"  # in the lab: "host shape" -> a probe's Pace and when it ran
+PROBE_KEEP_SECONDS = 6 * 3600  # a probe older than this is measured again (the machine's load changes)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,31 @@ def probe(cfg: Config, data: PreparedData, run_steps: int | None) -> Pace:
         training.train_step()
         times.append(time.perf_counter() - start)
     return _pace(times, f"probe of {len(times)} steps", hardware.peak_memory_mb(training.device))
+
+
+def remembered_probe(lab: Path, shape: str) -> Pace | None:
+    """The pace a recent probe of `shape` measured on this host, or None (none, too old, unreadable)."""
+    try:
+        entry = json.loads((lab / PROBES).read_text(encoding="utf-8")).get(f"{socket.gethostname()} {shape}")
+        age = time.time() - entry.pop("at")
+        return Pace(**entry | {"source": f"{entry['source']}, {age / 60:.0f} min ago"}) \
+            if 0 <= age < PROBE_KEEP_SECONDS else None
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return None
+
+
+def remember_probe(lab: Path, shape: str, pace: Pace) -> None:
+    """Keep `pace` for the next plan of this shape on this host (written whole: a kill leaves the old file)."""
+    path = lab / PROBES
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    known[f"{socket.gethostname()} {shape}"] = asdict(pace) | {"at": time.time()}
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(known), encoding="utf-8")
+    os.replace(temp, path)
 
 
 def model_size(cfg: Config, vocab_size: int) -> tuple[int, int]:

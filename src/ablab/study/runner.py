@@ -102,7 +102,10 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     for row in rows:
         shape = config_mod.shape_hash(row.arm.config)
         if shape not in paces and probe and (row.to_train or row.to_resume):
-            paces[shape] = estimates.probe(row.arm.config, _prepared(prepared, row.arm.config), row.steps)
+            paces[shape] = estimates.remembered_probe(lab, shape)
+            if paces[shape] is None:
+                paces[shape] = estimates.probe(row.arm.config, _prepared(prepared, row.arm.config), row.steps)
+                estimates.remember_probe(lab, shape, paces[shape])
         row.pace = paces.get(shape)
     cosmetic = config_mod.cosmetic_keys() | set(spec.variables) | {"seed", "train.max_steps", "train.max_tokens",
                                                                    "train.max_seconds"}
