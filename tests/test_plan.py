@@ -169,10 +169,11 @@ def test_study_run_probes_each_shape_once_and_not_again(tmp_path, monkeypatch):
     assert int(long.source.split()[2]) > 6 and long.low <= long.mid <= long.high
 
 
-def test_study_new_fills_the_template_and_planning_refuses_its_placeholders(lab):
+def test_study_new_fills_the_template_and_planning_refuses_its_unwritten_texts(lab):
     result = invoke("study", "new", "tie", "--baseline", BASE, "--question", "Does tying the embeddings cost loss?",
                     "--variable", "model.tie_embeddings=true", "--variable", "optim.lr=0.01,0.04", "--lab", str(lab))
     assert result.exit_code == 0, result.output
+    assert "replace its [to write] texts" in result.output  # said, not swallowed as markup
     path = lab / "studies" / "tie.toml"
     raw = tomllib.loads(path.read_text())
     assert raw["objective"]["question"] == "Does tying the embeddings cost loss?"
@@ -180,7 +181,7 @@ def test_study_new_fills_the_template_and_planning_refuses_its_placeholders(lab)
     assert "model.tie_embeddings and optim.lr" in raw["hypothesis"]["mechanism"]
     refused = run_cli("study", "plan", str(path), "--no-probe", "--lab", str(lab), cwd=lab)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "hypothesis.mechanism still holds the template's placeholder" in refused.stderr
+    assert "hypothesis.mechanism still holds the template's unwritten text" in refused.stderr
     text = path.read_text()
     for key in ("mechanism", "prediction", "falsification"):
         text = text.replace(raw["hypothesis"][key], f"my {key}")

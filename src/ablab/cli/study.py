@@ -193,7 +193,7 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
                                                            "arms take (repeat for more; default optim.lr=0.04)."),
               lab: Optional[Path] = LabOpt) -> None:
     """Write a commented study template to `studies/NAME.toml`, with its question, its variables and
-    a hypothesis skeleton to replace (planning refuses the skeleton's TODO texts).
+    a hypothesis skeleton to replace (planning refuses the texts still marked [to write]).
 
     Example: `ablab study new lr-up --baseline main@2026-11-21 --question "Does lr 0.04 win?" --variable optim.lr=0.04`
     """
@@ -209,8 +209,8 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path, question, variables),
                     encoding="utf-8")
-    console.print(f"wrote {path}; replace its TODO texts with your question and hypothesis, then "
-                  f"`ablab study plan {path}`")
+    console.print(f"wrote {path}; replace its [to write] texts with your question and hypothesis, then "
+                  f"`ablab study plan {path}`", markup=False)
 
 
 def print_plan(plan) -> None:

@@ -43,7 +43,7 @@ date = ""
 question = ""
 
 [hypothesis]
-# Yours to write (planning refuses a text still starting with TODO): the process you claim is
+# Yours to write (planning refuses a text still starting with [to write]): the process you claim is
 # happening, what the metric will show (direction, size), what you would see if you are wrong.
 mechanism = ""
 prediction = ""
@@ -69,7 +69,7 @@ outcomes = "Write what you expect before running it."
 """
 
 
-PLACEHOLDER = "TODO"  # how the template's unwritten texts begin; planning refuses them
+UNWRITTEN = "[to write]"  # how the template's unwritten texts begin; planning refuses them
 EXAMPLE_VARIABLES = {"optim.lr": [0.04]}  # what a template without --variable varies
 
 
@@ -85,11 +85,11 @@ def template_text(name: str, date: str, baseline: str, path: Path, question: str
               f"then `ablab study run {path}`.")
     values = {
         "meta": {"name": name, "date": date},
-        "objective": {"question": question or f"{PLACEHOLDER}: the one question this study answers about {varied}."},
+        "objective": {"question": question or f"{UNWRITTEN} the one question this study answers about {varied}."},
         "hypothesis": {
-            "mechanism": f"{PLACEHOLDER}: the process by which changing {varied} would move the metric.",
-            "prediction": f"{PLACEHOLDER}: what the metric will do at {settings}: its direction and size.",
-            "falsification": f"{PLACEHOLDER}: what you would see at {settings} if that process is not at work."},
+            "mechanism": f"{UNWRITTEN} the process by which changing {varied} would move the metric.",
+            "prediction": f"{UNWRITTEN} what the metric will do at {settings}: its direction and size.",
+            "falsification": f"{UNWRITTEN} what you would see at {settings} if that process is not at work."},
         "design": {"baseline": baseline, "variables": variables}}
     return config_mod.dump_toml(values, TEMPLATE, header)
 
@@ -222,12 +222,12 @@ def _check_values(raw: dict, where: str) -> None:
 
 def _check_written(raw: dict, where: str) -> None:
     """The question and the hypothesis are the researcher's: a text still holding the template's
-    placeholder is refused, since a verdict on an unwritten prediction means nothing."""
+    unwritten text is refused, since a verdict on an unwritten prediction means nothing."""
     for section, key in (("objective", "question"), ("hypothesis", "mechanism"), ("hypothesis", "prediction"),
                          ("hypothesis", "falsification")):
         text = raw.get(section, {}).get(key, "")
-        if isinstance(text, str) and text.lstrip().startswith(PLACEHOLDER):
-            raise UserError(f"In {where}, {section}.{key} still holds the template's placeholder ({text!r}); "
+        if isinstance(text, str) and text.lstrip().startswith(UNWRITTEN):
+            raise UserError(f"In {where}, {section}.{key} still holds the template's unwritten text ({text!r}); "
                             f"replace it with your own {key} before planning the study.")
 
 
