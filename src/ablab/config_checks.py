@@ -1,0 +1,200 @@
+"""What a config may hold and what would mislead: the range of every numeric setting (RANGES, the one
+table that validate() checks and `ablab config keys` lists), the checks that relate two settings, the
+seed rule, and the warnings a plan or a run prints about a schedule that would not show what it should.
+
+ablab.config builds every Config through validate() and names these in its own namespace
+(config.RANGES, config.validate, ...). Knows nothing of torch, nor of ablab.config's loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ablab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ablab.config import Config
+
+
+SEED_LIMIT = 2**32  # seeds are NumPy and torch generator seeds: [0, 2**32)
+
+
+
+def seeds_problem(seeds: typing.Sequence[Any]) -> str | None:
+    """Why `seeds` cannot be the seeds of a study or baseline, or None: each must be a whole number
+    in [0, 2**32) (as `seed` is), and none may repeat (a repeated seed is one run counted twice)."""
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+            return f"seed {seed!r} is not a whole number in [0, 2**32)"
+    if len(set(seeds)) < len(seeds):
+        return "it repeats a seed (give each seed once)"
+    return None
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one numeric setting may take: from `low` to `high`, each end included unless
+    marked open. A `cap` is a high end that is a sanity limit, not a meaning: far above any model
+    ablab is for, so that a slip (an extra digit, 2**40) is refused in one sentence before a run
+    record exists, not as an out-of-memory error half way. `when` = (key, value): checked only
+    while that other setting has that value."""
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    cap: bool = False
+    when: tuple[str, Any] | None = None
+
+    def words(self) -> str:
+        """The range as the error messages say it: 'positive', 'above 0', 'in [0, 1)'."""
+        if self.high is None or self.cap:
+            if not self.low_open and self.low in (0, 1):
+                return "zero or positive" if self.low == 0 else "positive"
+            return f"{'above' if self.low_open else 'at least'} {_number(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+    def text(self) -> str:
+        """The range as `ablab config keys` lists it: '[1, 65,536]', '> 0', '[0, 1)'."""
+        if self.high is None:
+            shown = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            shown = (f"{'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                     f"{')' if self.high_open else ']'}")
+        return shown + (f" when {self.when[0]} = {self.when[1]!r}" if self.when else "")
+
+    def check(self, key: str, value: float) -> None:
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            if self.cap:
+                raise ConfigError(f"{key} = {value:,} is above ablab's limit of {self.high:,}; "
+                                  "check it for a slip (an extra digit).")
+            self._refuse(key, value)
+        if value < self.low or (self.low_open and value == self.low):
+            self._refuse(key, value)
+
+    def _refuse(self, key: str, value: float) -> None:
+        when = f" when {self.when[0]} is {self.when[1]!r}" if self.when else ""
+        raise ConfigError(f"{key} must be {self.words()}{when}, not {value}.")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) and value >= 2**20 and value & (value - 1) == 0:
+        return f"2**{value.bit_length() - 1}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+POSITIVE, ABOVE_ZERO, NON_NEGATIVE, FRACTION = Range(1), Range(0, low_open=True), Range(0), Range(0, 1, high_open=True)
+
+# The range of every numeric setting: the one table that validate() checks and `ablab config keys`
+# lists. Every float must also be finite; checks that relate two settings are code in validate().
+RANGES: dict[str, Range] = {
+    "seed": Range(0, SEED_LIMIT, high_open=True),
+    "model.d_model": Range(1, 1 << 16, cap=True), "model.n_layers": Range(1, 1024, cap=True),
+    "model.n_heads": Range(1, 1024, cap=True), "model.d_ff": Range(1, 1 << 20, cap=True),
+    "model.rope_base": ABOVE_ZERO, "model.init_std": ABOVE_ZERO, "model.dropout": FRACTION,
+    "model.prores_steps": NON_NEGATIVE,
+    "optim.lr": ABOVE_ZERO, "optim.adamw_lr": ABOVE_ZERO, "optim.momentum": FRACTION, "optim.beta1": FRACTION,
+    "optim.beta2": FRACTION, "optim.eps": ABOVE_ZERO, "optim.ns_steps": Range(1, 100, cap=True),
+    "optim.weight_decay": NON_NEGATIVE, "optim.grad_clip": NON_NEGATIVE,
+    "schedule.warmup_steps": NON_NEGATIVE, "schedule.min_lr_ratio": Range(0, 1),
+    "schedule.decay_fraction": Range(0, 1, low_open=True),
+    "data.vocab_size": Range(257, 1_000_000, when=("data.tokenizer", "bpe")),
+    "data.val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.seq_len": Range(1, 1 << 20, cap=True), "data.batch_size": Range(1, 1 << 16, cap=True),
+    "train.max_steps": NON_NEGATIVE, "train.max_tokens": NON_NEGATIVE, "train.max_seconds": NON_NEGATIVE,
+    "train.grad_accum": Range(1, 1 << 16, cap=True), "train.spike_factor": Range(1, low_open=True),
+    "train.peak_flops": NON_NEGATIVE, "train.threads": NON_NEGATIVE, "train.nproc": Range(1, 1024, cap=True),
+    "train.log_every": POSITIVE, "train.checkpoint_every": POSITIVE, "train.keep_checkpoints": POSITIVE,
+    "eval.every": NON_NEGATIVE, "eval.points": Range(1, 1 << 20, cap=True), "eval.tokens": Range(1, 1 << 32, cap=True),
+    "eval.tasks_every": NON_NEGATIVE, "eval.tasks_limit": NON_NEGATIVE, "eval.tasks_fewshot": NON_NEGATIVE,
+}
+MAXIMA = {key: allowed.high for key, allowed in RANGES.items() if allowed.cap}  # the size caps alone
+
+
+def _check_finite(cfg: Config) -> None:
+    """Every float setting is a finite number: NaN or infinity would train to a diverged run, or
+    run forever, instead of failing here."""
+    for part in dataclasses.fields(cfg):
+        section, values = part.name, getattr(cfg, part.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, not {value}; "
+                                  f"the default is {f.default}.")
+
+
+def _value(cfg: Config, key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
+def validate(cfg: Config) -> None:
+    """Reject values outside their RANGES and combinations that cannot train, each with a sentence
+    naming the fix."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    _check_finite(cfg)
+    for key, allowed in RANGES.items():
+        if allowed.when is None or _value(cfg, allowed.when[0]) == allowed.when[1]:
+            allowed.check(key, _value(cfg, key))
+    if m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model ({m.d_model}) is not divisible by model.n_heads ({m.n_heads}); "
+            f"pick n_heads that divides d_model, e.g. {_divisor_near(m.d_model, m.n_heads)}."
+        )
+    if m.positions == "rope" and (m.d_model // m.n_heads) % 2:
+        raise ConfigError(
+            f"Rotary positions need an even head size, but d_model/n_heads = {m.d_model // m.n_heads}; "
+            "change model.n_heads or model.d_model."
+        )
+    if m.layernorm_scaling and m.norm == "none":
+        raise ConfigError("model.layernorm_scaling scales a norm's output, so it needs model.norm other than 'none'.")
+    if d.batch_size % t.nproc:
+        raise ConfigError(f"data.batch_size ({d.batch_size}) does not divide by train.nproc ({t.nproc}); "
+                          "each process takes an equal share, so pick a multiple of train.nproc.")
+    if t.max_steps == 0 and t.max_tokens == 0 and t.max_seconds == 0:
+        raise ConfigError("No stopping rule: set train.max_steps, train.max_tokens or train.max_seconds above 0.")
+
+
+def _divisor_near(n: int, target: int) -> int:
+    divisors = [k for k in range(1, n + 1) if n % k == 0]
+    return min(divisors, key=lambda k: (abs(k - target), k))
+
+
+WARMUP_SHARE_LIMIT = 0.25  # more warmup than this share of a run leaves little of it at the peak lr
+MIN_EVAL_POINTS = 5  # fewer validation points than this make a loss curve that cannot be read
+
+
+def eval_points(cfg: Config, steps: int) -> int:
+    """How many validation evaluations a run of `steps` optimizer steps makes, step 0 and the end
+    included (what the loop does: with eval.every, step 0, each multiple of it and the end)."""
+    if cfg.eval.every:
+        return 1 + math.ceil(steps / cfg.eval.every)
+    return min(cfg.eval.points, steps + 1)
+
+
+def schedule_warnings(cfg: Config, steps: int | None) -> list[str]:
+    """One sentence per way a run of `steps` optimizer steps would mislead: a warmup over a quarter
+    of it, or too few validation points to read a curve. [] when `steps` is unknown (a seconds budget)."""
+    if not steps:
+        return []
+    found = []
+    warmup = cfg.schedule.warmup_steps
+    if warmup > WARMUP_SHARE_LIMIT * steps:
+        reached = ("the run ends before the learning rate reaches optim.lr" if warmup > steps
+                   else f"the learning rate peaks only at step {warmup:,}")
+        found.append(f"schedule.warmup_steps = {warmup:,} is {warmup / steps:.0%} of the run's {steps:,} steps, so "
+                     f"{reached}; keep it under a quarter, e.g. schedule.warmup_steps={max(steps // 10, 1)}.")
+    points = eval_points(cfg, steps)
+    if points < MIN_EVAL_POINTS <= steps + 1:
+        setting = f"eval.every = {cfg.eval.every:,}" if cfg.eval.every else f"eval.points = {cfg.eval.points}"
+        fix = ("set eval.every=0 to spread eval.points evaluations over the run" if cfg.eval.every
+               else "set eval.points=10")
+        found.append(f"{setting} gives only {points} validation points in {steps:,} steps, too few to read a "
+                     f"loss curve; {fix}.")
+    return found
