@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import socket
 import threading
@@ -463,3 +464,16 @@ def test_copy_of_bundled_corpus_shares_tokens(no_shared_data, tmp_path):
     by_name = prepare_data(DataConfig(corpus="tiny-shakespeare"))
     by_path = prepare_data(DataConfig(corpus=str(copy)))
     assert by_path.dir == by_name.dir and by_path.meta["source"] == "path" and by_name.meta["source"] == "bundled"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_cached_files_honour_the_umask_and_leave_no_temporary_behind(tmp_path, umask, mode):
+    from ablab.data.cache import write_atomic
+
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "cache" / "meta.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "cache" / "meta.json").stat().st_mode & 0o777 == mode
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["meta.json"]

@@ -20,6 +20,7 @@ from ablab.study.runner import make_plan, run_study
 from ablab.train import launch
 
 from conftest import TINY, run_cli
+from test_study import write_study as study_file
 
 STEPS = 15
 PER_STEP = 16 * 64  # TINY's tokens per step
@@ -39,26 +40,7 @@ def lab(tmp_path_factory) -> Path:
 
 def write_study(lab: Path, name: str, variables: str, seeds: str = "[0, 1]", baseline: str = BASE,
                 budget: int = STEPS * PER_STEP) -> Path:
-    path = lab / "studies" / f"{name}.toml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(f'''[meta]
-name = "{name}"
-category = "optimizer"
-[objective]
-question = "Does it matter?"
-[hypothesis]
-mechanism = "m"
-prediction = "p"
-falsification = "f"
-min_effect = 0.01
-[design]
-baseline = "{baseline}"
-axis = "tokens"
-budget = {budget}
-seeds = {seeds}
-variables = {{ {variables} }}
-''')
-    return path
+    return study_file(lab, name, f"variables = {{ {variables} }}", seeds=seeds, budget=budget, baseline=baseline)
 
 
 def invoke(*args: str):

@@ -29,7 +29,7 @@ def lab(tmp_path_factory) -> Path:
 
 
 def write_study(lab: Path, name: str, design: str, direction: str = "decrease", seeds: str = "[0, 1, 2]",
-                budget: int = 20480, axis: str = "tokens", read_at: str = "final") -> Path:
+                budget: int = 20480, axis: str = "tokens", read_at: str = "final", baseline: str = BASE) -> Path:
     path = lab / "studies" / f"{name}.toml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(f'''[meta]
@@ -47,7 +47,7 @@ direction = "{direction}"
 min_effect = 0.01
 read_at = "{read_at}"
 [design]
-baseline = "{BASE}"
+baseline = "{baseline}"
 axis = "{axis}"
 budget = {budget}
 seeds = {seeds}

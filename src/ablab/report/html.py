@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
-import secrets
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import jinja2
 from ablab import config as config_mod
 from ablab.analysis.runs import Table, cell, list_runs, markdown_table
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
+from ablab.data.cache import write_atomic
 from ablab.errors import UserError
 from ablab.lab import LAB_FILE
 from ablab.report.scaling import fit_rows, scaling_section
@@ -201,22 +200,6 @@ def benchmark_table(evals: list[dict]) -> tuple[list[str], list[list[str]]]:
     return ["run", "step", "task", "version", "n", "acc ± stderr", "centered"], rows
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a report. The
-    file is created as open() creates one (0666 less the umask), so the group reads it where the umask
-    lets it; tempfile.mkstemp would make every report 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # -- HTML --------------------------------------------------------------------------------------------
 # The page's markup lives in templates/report.html.j2; autoescape escapes every value put into it.
 PAGE = jinja2.Environment(loader=jinja2.PackageLoader("ablab.report", "templates"), autoescape=True,
@@ -247,7 +230,7 @@ def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequenc
         studies=[_study_context(s, plots) for s in view.studies], runs=_runs_context(view.runs, run_columns(view)),
         benchmarks=dict(zip(("columns", "rows"), benchmark_table(view.evals))))
     path = (out_dir if out_dir is not None else lab / "reports") / "index.html"
-    _write_atomic(path, page + "\n")
+    write_atomic(path, (page + "\n").encode("utf-8"))
     return path
 
 
@@ -307,7 +290,7 @@ def write_research_report(lab: Path, *, plots: bool = True, view: LabView | None
     if fits:
         lines += ["## Scaling fits", "", *markdown_table(*fit_rows(fits)), ""]
     path = reports / "research_report.md"
-    _write_atomic(path, "\n".join(lines))
+    write_atomic(path, "\n".join(lines).encode("utf-8"))
     return path
 
 

@@ -13,7 +13,6 @@ A probe is remembered in the lab (PROBES, per host and shape) for PROBE_KEEP_SEC
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 import time
@@ -24,6 +23,7 @@ import torch
 
 from ablab import config as config_mod
 from ablab.config import Config
+from ablab.data.cache import write_atomic
 from ablab.data.tokens import PreparedData
 from ablab.model.gpt import GPT
 from ablab.store.ledger import Ledger
@@ -107,9 +107,7 @@ def remember_probe(lab: Path, shape: str, pace: Pace) -> None:
     except (OSError, ValueError):
         known = {}
     known[f"{socket.gethostname()} {shape}"] = asdict(pace) | {"at": time.time()}
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(known), encoding="utf-8")
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(known).encode())
 
 
 def model_size(cfg: Config, vocab_size: int) -> tuple[int, int]:
