@@ -20,8 +20,8 @@ from typing import Any, Literal
 import tomlkit
 
 # What ablab.config_checks defines is part of this module's API too (config.RANGES, config.validate, ...).
-from ablab.config_checks import (MAXIMA, RANGES, SEED_LIMIT, Range, eval_points, schedule_warnings,  # noqa: F401
-                                 seeds_problem, validate)
+from ablab.config_checks import (MAXIMA, RANGES, SEED_LIMIT, Range, budget_steps, canonical_corpus,  # noqa: F401
+                                 epoch_warning, eval_points, schedule_warnings, seeds_problem, validate)
 from ablab.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -75,15 +75,25 @@ class ScheduleConfig:
     decay_fraction: float = 0.2  # wsd: fraction of training spent decaying at the end
 
 
+CorpusSetting = str | dict[str, float]  # data.corpus: one corpus, or a mixture's {name: weight}
+
+
 @dataclass
 class DataConfig:
-    corpus: str = "tiny-shakespeare"  # a corpus name, or a path to a .txt, a folder of .txt, or a .jsonl
-    tokenizer: Literal["char", "byte", "bpe"] = "char"  # char: a token per character; byte: per byte; bpe: trained
+    corpus: CorpusSetting = "tiny-shakespeare"  # a corpus name or path; or a mixture {name = weight, ...}
+    tokenizer: str = "char"  # char: a token per character; byte: per byte; bpe: trained; hf:PATH_OR_ID: pretrained
     vocab_size: int = 4096  # bpe only: vocabulary size to train
+    max_documents: int = 0  # train on the first N documents of the training split (corpus order); 0 = all
+    max_train_tokens: int = 0  # train on the first N tokens of the training split (cut mid-document); 0 = all
+    shards: int = 0  # sharded corpora (fineweb-edu-10bt): how many shard files to train on; 0 = the corpus's default
     text_field: str = "text"  # jsonl only: the field holding each document's text
     val_fraction: float = 0.1  # held out for validation when the corpus has no validation split
     seq_len: int = 128  # tokens per training sequence
     batch_size: int = 32  # sequences per micro-batch
+
+    def __post_init__(self) -> None:
+        # One spelling per mixture (names sorted, weights as floats), so hashes and diffs are stable.
+        self.corpus = canonical_corpus(self.corpus)
 
 
 @dataclass
@@ -151,6 +161,8 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def coerce(key: str, value: Any, typ: Any) -> Any:
     """Turn `value` (a TOML value or a command-line string) into `typ`, or raise ConfigError."""
+    if typ == CorpusSetting:
+        return canonical_corpus(_mixture_text(key, value) if isinstance(value, str) else value, key)
     if typing.get_origin(typ) is Literal:
         choices = typing.get_args(typ)
         if value not in choices:
@@ -186,6 +198,18 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
     except (ValueError, TypeError):
         pass
     raise ConfigError(f"{key} must be {_type_name(typ)}, not {value!r}; write it as e.g. {_example(typ)}.")
+
+
+def _mixture_text(key: str, value: str) -> str | dict[str, Any]:
+    """A command-line mixture, `{tinystories=0.7,gutenberg=0.3}`, read as the TOML inline table it is
+    written as; any other text is a corpus name or path."""
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        return tomllib.loads(f"mixture = {value.strip()}")["mixture"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{key}={value} is not a TOML inline table of corpus weights; write it as e.g. "
+                          f"{key}={{tinystories=0.7,gutenberg=0.3}} (quote a path: {{\"./my.txt\"=0.5,...}}).") from None
 
 
 def _type_name(typ: Any) -> str:
@@ -304,14 +328,6 @@ def canonical_json(cfg: Config) -> str:
     return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
 
 
-def budget_steps(cfg: Config) -> int | None:
-    """The optimizer steps the step and token limits allow: the loop stops at max_tokens after
-    max_tokens // tokens_per_step steps. None when only max_seconds bounds the run."""
-    t = cfg.train
-    limits = ([t.max_steps] if t.max_steps else []) + ([t.max_tokens // cfg.tokens_per_step] if t.max_tokens else [])
-    return min(limits) if limits else None
-
-
 def _hashed(kept: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -378,10 +394,23 @@ def dump_toml(values: dict[str, Any], template: str = "", header: str = "") -> s
     return tomlkit.dumps(doc)
 
 
-def _set_tables(table: Any, values: dict[str, Any]) -> None:
-    # Into a table the template already has, so its comments survive; a new one is appended.
+def inline(values: dict[str, Any]) -> Any:
+    """`values` as a TOML inline table: a mixture reads `corpus = {gutenberg = 0.3, tinystories = 0.7}`."""
+    table = tomlkit.inline_table()
+    table.update(values)
+    return table
+
+
+def _set_tables(table: Any, values: dict[str, Any], depth: int = 0) -> None:
+    # Into a table the template already has, so its comments survive; a new one is appended. A table
+    # of settings inside a section (a mixture's weights) is written inline, on its key's line.
     for key, value in values.items():
-        if isinstance(value, dict) and key in table:
-            _set_tables(table[key], value)
+        if isinstance(value, dict) and key in table and isinstance(table[key], dict):
+            _set_tables(table[key], value, depth + 1)
+        elif isinstance(value, dict) and depth >= 1:
+            table[key] = inline(value)
+        elif isinstance(value, dict):
+            table[key] = tomlkit.table()
+            _set_tables(table[key], value, depth + 1)
         else:
             table[key] = value

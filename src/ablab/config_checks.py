@@ -1,6 +1,8 @@
 """What a config may hold and what would mislead: the range of every numeric setting (RANGES, the one
 table that validate() checks and `ablab config keys` lists), the checks that relate two settings, the
-seed rule, and the warnings a plan or a run prints about a schedule that would not show what it should.
+seed rule, the spelling of data.corpus (a name or a weighted mixture) and data.tokenizer, the step
+budget, and the warnings a plan or a run prints about a schedule that would not show what it should
+or a run that reads its training data too many times (epoch_warning).
 
 ablab.config builds every Config through validate() and names these in its own namespace
 (config.RANGES, config.validate, ...). Knows nothing of torch, nor of ablab.config's loading.
@@ -21,8 +23,8 @@ if TYPE_CHECKING:
 
 
 SEED_LIMIT = 2**32  # seeds are NumPy and torch generator seeds: [0, 2**32)
-
-
+TOKENIZERS = ("char", "byte", "bpe", "hf:PATH_OR_ID")  # data.tokenizer: the three kinds, or a pretrained file or id
+MIN_MIXTURE = 2  # a mixture of one corpus is that corpus: give its name instead
 
 def seeds_problem(seeds: typing.Sequence[Any]) -> str | None:
     """Why `seeds` cannot be the seeds of a study or baseline, or None: each must be a whole number
@@ -104,6 +106,8 @@ RANGES: dict[str, Range] = {
     "schedule.decay_fraction": Range(0, 1, low_open=True),
     "data.vocab_size": Range(257, 1_000_000, when=("data.tokenizer", "bpe")),
     "data.val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.max_documents": NON_NEGATIVE, "data.max_train_tokens": NON_NEGATIVE,
+    "data.shards": Range(0, 1 << 16, cap=True),
     "data.seq_len": Range(1, 1 << 20, cap=True), "data.batch_size": Range(1, 1 << 16, cap=True),
     "train.max_steps": NON_NEGATIVE, "train.max_tokens": NON_NEGATIVE, "train.max_seconds": NON_NEGATIVE,
     "train.grad_accum": Range(1, 1 << 16, cap=True), "train.spike_factor": Range(1, low_open=True),
@@ -139,6 +143,8 @@ def validate(cfg: Config) -> None:
     naming the fix."""
     m, d, t = cfg.model, cfg.data, cfg.train
     _check_finite(cfg)
+    _check_tokenizer(d.tokenizer)
+    d.corpus = canonical_corpus(d.corpus)  # a DataConfig changed after it was built is checked again here
     for key, allowed in RANGES.items():
         if allowed.when is None or _value(cfg, allowed.when[0]) == allowed.when[1]:
             allowed.check(key, _value(cfg, key))
@@ -161,9 +167,55 @@ def validate(cfg: Config) -> None:
         raise ConfigError("No stopping rule: set train.max_steps, train.max_tokens or train.max_seconds above 0.")
 
 
+def canonical_corpus(corpus: Any, key: str = "data.corpus") -> str | dict[str, float]:
+    """`corpus` as a config holds it: a name or path unchanged, a mixture as {name: weight} with names
+    sorted and weights as floats (one spelling per mixture, so its hash and diff are stable). A
+    mixture needs at least two corpora, each with a positive, finite weight."""
+    if isinstance(corpus, str):
+        if not corpus.strip():
+            raise ConfigError(f"{key} is empty; give a corpus name, a path, or a mixture such as "
+                              f"{{tinystories=0.7,gutenberg=0.3}}.")
+        return corpus
+    if not isinstance(corpus, dict):
+        raise ConfigError(f"{key} must be a corpus name or path, or a table of corpus weights such as "
+                          f"{{tinystories=0.7,gutenberg=0.3}}, not {corpus!r}.")
+    if len(corpus) < MIN_MIXTURE:
+        raise ConfigError(f"{key} as a mixture needs at least {MIN_MIXTURE} corpora, not {len(corpus)}; "
+                          "for a single corpus give its name as a string.")
+    weights = {}
+    for name, weight in corpus.items():
+        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{key} names a corpus {name!r}; give each mixture component a corpus name or path.")
+        if not number or not math.isfinite(weight) or weight <= 0:
+            raise ConfigError(f"{key}: the weight of '{name}' must be a positive number, not {weight!r}; "
+                              f"write it as e.g. {{{name}=0.5, ...}}.")
+        weights[name] = float(weight)
+    return dict(sorted(weights.items()))
+
+
+def _check_tokenizer(tokenizer: str) -> None:
+    if tokenizer in TOKENIZERS[:3] or (tokenizer.startswith("hf:") and tokenizer[3:].strip()):
+        return
+    import difflib
+
+    match = difflib.get_close_matches(tokenizer, TOKENIZERS[:3], n=1, cutoff=0.5)
+    hint = f" Did you mean '{match[0]}'?" if match else ""
+    raise ConfigError(f"data.tokenizer must be 'char', 'byte', 'bpe' or 'hf:PATH_OR_ID' (a tokenizer.json or a "
+                      f"Hub model id), not {tokenizer!r}.{hint}")
+
+
 def _divisor_near(n: int, target: int) -> int:
     divisors = [k for k in range(1, n + 1) if n % k == 0]
     return min(divisors, key=lambda k: (abs(k - target), k))
+
+
+def budget_steps(cfg: Config) -> int | None:
+    """The optimizer steps the step and token limits allow: the loop stops at max_tokens after
+    max_tokens // tokens_per_step steps. None when only max_seconds bounds the run."""
+    t = cfg.train
+    limits = ([t.max_steps] if t.max_steps else []) + ([t.max_tokens // cfg.tokens_per_step] if t.max_tokens else [])
+    return min(limits) if limits else None
 
 
 WARMUP_SHARE_LIMIT = 0.25  # more warmup than this share of a run leaves little of it at the peak lr
@@ -198,3 +250,20 @@ def schedule_warnings(cfg: Config, steps: int | None) -> list[str]:
         found.append(f"{setting} gives only {points} validation points in {steps:,} steps, too few to read a "
                      f"loss curve; {fix}.")
     return found
+
+
+EPOCH_LIMIT = 4  # a run that reads its training tokens more often than this measures memorisation as much as learning
+
+
+def epoch_warning(cfg: Config, n_train_tokens: int) -> str | None:
+    """One sentence when the run's planned training tokens (its step budget times tokens per step)
+    read its `n_train_tokens` of training data more than EPOCH_LIMIT times; None otherwise, and
+    when the budget is in seconds alone or the data size is unknown (0)."""
+    steps = budget_steps(cfg)
+    if not steps or n_train_tokens <= 0:
+        return None
+    epochs = steps * cfg.tokens_per_step / n_train_tokens
+    if epochs <= EPOCH_LIMIT:
+        return None
+    return (f"This run reads its {n_train_tokens:,} training tokens about {epochs:,.0f} times ({epochs:,.0f} epochs); "
+            "give it more data (data.corpus) or train less (train.max_tokens or train.max_steps).")

@@ -9,12 +9,14 @@ import functools
 import inspect
 import io
 import tokenize
+import types
 import typing
 from typing import Any, Literal
 
 import tomlkit
 
-from ablab.config import RANGES, SECTION_TYPES, Config, cosmetic_keys, flatten, to_dict
+from ablab.config import RANGES, SECTION_TYPES, Config, cosmetic_keys, flatten, inline, to_dict
+from ablab.config_checks import TOKENIZERS
 
 
 @functools.cache
@@ -56,10 +58,19 @@ def describe_keys() -> list[dict[str, Any]]:
         shown = allowed.text() if allowed else None
         if typ is float:
             shown = f"finite, {shown}" if shown else "finite"
-        rows.append({"key": key, "type": "choice" if choices else typ.__name__, "default": default,
+        if key == "data.tokenizer":  # a string checked by validate(): the kinds, or hf: and a file or id
+            choices = list(TOKENIZERS)
+        rows.append({"key": key, "type": "choice" if choices else _type_label(typ), "default": default,
                      "range": shown, "choices": choices, "cosmetic": key in cosmetic_set,
                      "comment": comments.get(key, "")})
     return rows
+
+
+def _type_label(typ: Any) -> str:
+    """int, float, bool, str, or for data.corpus (a name or a mixture's table) 'str or table'."""
+    if isinstance(typ, types.UnionType):
+        return " or ".join("table" if typing.get_origin(part) is dict else part.__name__ for part in typing.get_args(typ))
+    return typ.__name__
 
 
 def commented_toml(cfg: Config, header: str = "") -> str:
@@ -83,7 +94,7 @@ def commented_toml(cfg: Config, header: str = "") -> str:
 
 
 def _commented_items(values: dict[str, Any], prefix: str, comments: dict[str, str]) -> list[tuple[str, Any]]:
-    items = [(key, tomlkit.item(value)) for key, value in values.items()]
+    items = [(key, inline(value) if isinstance(value, dict) else tomlkit.item(value)) for key, value in values.items()]
     width = max((len(f"{key} = {item.as_string()}") for key, item in items), default=0)
     for key, item in items:
         if comments.get(prefix + key):
