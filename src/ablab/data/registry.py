@@ -1,26 +1,38 @@
-"""Named corpora: which files make each one, how it is split, and where each file can be downloaded.
+"""Named corpora: which files make each one, how it is split and read, and where each file comes from.
 
-Every checksum below is the sha256 that the corpus's SOURCE.md (in the shared data folder) states for
-the file as stored there. A file is downloadable only from an origin pinned by commit whose bytes are
-that file (or, for one Gutenberg book, whose bytes SOURCE.md states together with the re-encoding that
-turns them into it). Files SOURCE.md describes as edited or reconstructed have no origin: they can come
-only from `ABLAB_DATA` or from a mirror (`ABLAB_MIRROR`) that serves the shared data folder's layout.
+Two kinds of origin:
+- A Hugging Face Hub dataset pinned by commit (`repo`, `revision`): the file's name is its path in the
+  repository. We state no checksum we have not seen published: `sha256` and `size` are None, and a
+  download is checked against what the Hub states for the file at that commit (the LFS sha256 in
+  X-Linked-Etag, the size in X-Linked-Size); the sha256 actually obtained is recorded.
+- A plain URL pinned by commit (GitHub): every checksum is the sha256 that the corpus's SOURCE.md (in the
+  shared data folder) states for the file as stored there, and the origin's bytes are that file (or, for
+  one Gutenberg book, bytes SOURCE.md states together with the re-encoding that turns them into it).
+  Files SOURCE.md describes as edited or reconstructed have no origin: they can come only from
+  `ABLAB_DATA` or from a mirror (`ABLAB_MIRROR`) that serves the shared data folder's layout.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from ablab.errors import DataError
 
 GITHUB_RAW = "https://raw.githubusercontent.com"
+HUB = "huggingface.co"
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    name: str  # file name inside the corpus folder, as in the shared data folder
-    sha256: str  # of the file as used (what ABLAB_DATA and a mirror hold)
-    url: str | None = None  # pinned origin; None = only ABLAB_DATA or ABLAB_MIRROR can supply it
+    name: str  # path inside the corpus folder (for a Hub file: its path in the repository)
+    sha256: str | None  # of the file as used; None = checked against the Hub's stated LFS sha256 instead
+    url: str | None = None  # pinned plain-URL origin; None = a Hub file, or only ABLAB_DATA / ABLAB_MIRROR
     url_sha256: str | None = None  # of the origin's bytes, when they differ from the file as used
     url_encoding: str | None = None  # the origin's text encoding, re-encoded to UTF-8 after download
+    repo: str | None = None  # Hub repository id, e.g. "roneneldan/TinyStories"
+    revision: str | None = None  # Hub commit (or branch, whose commit obtained is then recorded)
+    size: int | None = None  # bytes, where stated; None = checked against the Hub's X-Linked-Size
+    repo_type: str = "dataset"  # "dataset" or "model"
 
 
 @dataclass(frozen=True)
@@ -33,14 +45,41 @@ class CorpusSpec:
     documents: bool = False  # each train file is a separate document (split by content hash)
     gutenberg: bool = False  # strip the Project Gutenberg header and footer from each file
     bundled: str | None = None  # a copy shipped inside the package (ablab/data/corpora/)
+    license: str = ""  # the data's license, as its source states it
+    about: str = ""  # one line: what the corpus is
+    origin: str = ""  # where it comes from, for people, e.g. "huggingface.co/datasets/roneneldan/TinyStories @ f54c09f"
+    size_bytes: int | None = None  # total of its files where stated or measured; None = as the Hub reports
+    fmt: str = "txt"  # "txt" | "parquet" | "jsonl": how each file is read
+    text_column: str = "text"  # the text of a parquet or jsonl row
+    document_separator: str | None = None  # a .txt file holds documents between these markers
+    shards: int = 0  # shard files available (0 = not sharded); train is the first default_shards of them
+    default_shards: int = 0
+    shard_files: tuple[RemoteFile, ...] = ()  # every shard, in order
 
     @property
     def files(self) -> tuple[RemoteFile, ...]:
         return self.train + self.val
 
+    def with_shards(self, n: int) -> CorpusSpec:
+        """This corpus trained on its first `n` shard files."""
+        if not self.shards:
+            raise DataError(f"Corpus '{self.name}' is not sharded; remove data.shards (or set it to 0).")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.shards:
+            raise DataError(f"data.shards={n!r} is out of range for corpus '{self.name}', which has "
+                            f"{self.shards} shards; set data.shards to a whole number from 1 to {self.shards}.")
+        return replace(self, train=self.shard_files[:n])
+
 
 def _github(repo: str, commit: str, path: str) -> str:
     return f"{GITHUB_RAW}/{repo}/{commit}/{path}"
+
+
+def _hub(repo: str, revision: str, *paths: str) -> tuple[RemoteFile, ...]:
+    return tuple(RemoteFile(path, None, repo=repo, revision=revision) for path in paths)
+
+
+def _hub_origin(repo: str, revision: str) -> str:
+    return f"{HUB}/datasets/{repo} @ {revision[:7]}"
 
 
 TINY_SHAKESPEARE = CorpusSpec(
@@ -54,10 +93,14 @@ TINY_SHAKESPEARE = CorpusSpec(
         ),
     ),
     bundled="tiny_shakespeare.txt",
+    license="public domain (Shakespeare); the char-rnn repository states none",
+    about="Karpathy's 1.1 MB of Shakespeare plays (char-rnn), bundled with ablab",
+    origin="bundled; github.com/karpathy/char-rnn @ 6f9487a",
+    size_bytes=1_115_394,
 )
 
-TINYSTORIES = CorpusSpec(
-    name="tinystories",
+TINYSTORIES_SAMPLE = CorpusSpec(
+    name="tinystories-sample",
     folder="tinystories",
     train=(
         RemoteFile(
@@ -77,12 +120,16 @@ TINYSTORIES = CorpusSpec(
         "own validation split: train = first 2 MiB of the TinyStories V1 train split, "
         "val = first stories of the TinyStories validation split"
     ),
+    license="CDLA-Sharing-1.0",
+    about="A 2 MiB slice of TinyStories V1 (train) and 776 KiB of its validation stories, for tests and quick tries",
+    origin="github.com/gusjengis/toy-RNN @ e4c7ff8, github.com/yuninxia/moe-routing-bench @ bb9bb0b",
+    size_bytes=2_097_152 + 794_375,  # both stated in tinystories/SOURCE.md
 )
 
 # Both files were edited (train: a cut line removed) or reconstructed (test: blank-line layout)
 # after download, so no origin holds these bytes: no url.
-WIKITEXT_2 = CorpusSpec(
-    name="wikitext-2",
+WIKITEXT_2_SAMPLE = CorpusSpec(
+    name="wikitext-2-sample",
     folder="wikitext-2",
     train=(RemoteFile("raw_train_first1MB_nonblank.txt", "38b897c7dbdffa3761182c0e615c28e4135bfeb1a857cd60adfedd6a74b7d693"),),
     val=(RemoteFile("raw_test.txt", "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"),),
@@ -90,6 +137,10 @@ WIKITEXT_2 = CorpusSpec(
         "own validation split: train = first ~9% of the wikitext-2-raw-v1 train split (blank lines dropped), "
         "val = the complete wikitext-2-raw-v1 test split (no raw validation split is available)"
     ),
+    license="CC BY-SA 3.0 and GFDL",
+    about="About 1 MB of the WikiText-2 (raw) train split and its whole test split as text, for tests",
+    origin="ABLAB_DATA only (edited after download; see wikitext-2/SOURCE.md)",
+    size_bytes=999_813 + 1_290_590,  # the two files in the shared data folder
 )
 
 _ZIPF_REPO, _ZIPF_COMMIT = "rounaksalim95/Stats_Project_Zipf_Law", "bd261d9aecf0f16f931cf088f6ca87f79322ae24"
@@ -140,6 +191,76 @@ GUTENBERG = CorpusSpec(
     ),
     documents=True,
     gutenberg=True,
+    license="public domain in the USA; Project Gutenberg License",
+    about="22 classic English novels from Project Gutenberg, one document per book (header and footer cut)",
+    origin="github.com/rounaksalim95/Stats_Project_Zipf_Law @ bd261d9, github.com/gutenbergbooks/1342 @ 041e520",
+    size_bytes=21_475_890,  # the 22 files in the shared data folder
 )
 
-CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in (TINY_SHAKESPEARE, TINYSTORIES, WIKITEXT_2, GUTENBERG)}
+# The files CS336 trains on; stories are separated by <|endoftext|> lines.
+_TINYSTORIES_REPO, _TINYSTORIES_REV = "roneneldan/TinyStories", "f54c09fd23315a6f9c86f9dc80f725de7d8f9c64"
+TINYSTORIES = CorpusSpec(
+    name="tinystories",
+    folder="tinystories",
+    train=_hub(_TINYSTORIES_REPO, _TINYSTORIES_REV, "TinyStoriesV2-GPT4-train.txt"),
+    val=_hub(_TINYSTORIES_REPO, _TINYSTORIES_REV, "TinyStoriesV2-GPT4-valid.txt"),
+    split_note="own validation split: TinyStoriesV2-GPT4-valid.txt",
+    license="CDLA-Sharing-1.0",
+    about="TinyStories V2: short stories written by GPT-4 in a 3-year-old's vocabulary (Eldan & Li, 2023)",
+    origin=_hub_origin(_TINYSTORIES_REPO, _TINYSTORIES_REV),
+    document_separator="<|endoftext|>",
+)
+
+TINYSTORIES_V1 = replace(
+    TINYSTORIES,
+    name="tinystories-v1",
+    train=_hub(_TINYSTORIES_REPO, _TINYSTORIES_REV, "TinyStories-train.txt"),
+    val=_hub(_TINYSTORIES_REPO, _TINYSTORIES_REV, "TinyStories-valid.txt"),
+    split_note="own validation split: TinyStories-valid.txt",
+    about="TinyStories V1: the GPT-3.5 and GPT-4 stories the paper's models were trained on",
+)
+
+# Rows are lines of the articles (blank lines included), so a "document" is a row.
+_WIKITEXT_REPO, _WIKITEXT_REV = "Salesforce/wikitext", "b08601e04326c79dfdd32d625aee71d232d685c3"
+WIKITEXT_2 = CorpusSpec(
+    name="wikitext-2",
+    folder="wikitext",
+    train=_hub(_WIKITEXT_REPO, _WIKITEXT_REV, "wikitext-2-raw-v1/train-00000-of-00001.parquet"),
+    val=_hub(_WIKITEXT_REPO, _WIKITEXT_REV, "wikitext-2-raw-v1/validation-00000-of-00001.parquet"),
+    split_note="own validation split: the wikitext-2-raw-v1 validation split",
+    license="CC BY-SA 3.0 and GFDL",
+    about="WikiText-2 (raw): 2M words of Wikipedia Good and Featured articles (Merity et al., 2016)",
+    origin=_hub_origin(_WIKITEXT_REPO, _WIKITEXT_REV),
+    fmt="parquet",
+)
+
+WIKITEXT_103 = replace(
+    WIKITEXT_2,
+    name="wikitext-103",
+    train=_hub(_WIKITEXT_REPO, _WIKITEXT_REV, "wikitext-103-raw-v1/train-00000-of-00002.parquet",
+               "wikitext-103-raw-v1/train-00001-of-00002.parquet"),
+    val=_hub(_WIKITEXT_REPO, _WIKITEXT_REV, "wikitext-103-raw-v1/validation-00000-of-00001.parquet"),
+    split_note="own validation split: the wikitext-103-raw-v1 validation split",
+    about="WikiText-103 (raw): 103M words of Wikipedia Good and Featured articles (Merity et al., 2016)",
+)
+
+# No public code we found pins a commit of fineweb-edu, so "main" is asked for and the commit the Hub
+# answers with (X-Repo-Commit) is what each downloaded file's provenance records.
+_FINEWEB_REPO, _FINEWEB_REV = "HuggingFaceFW/fineweb-edu", "main"
+_FINEWEB_SHARDS = _hub(_FINEWEB_REPO, _FINEWEB_REV, *(f"sample/10BT/{n:03d}_00000.parquet" for n in range(14)))
+FINEWEB_EDU_10BT = CorpusSpec(
+    name="fineweb-edu-10bt",
+    folder="fineweb-edu",
+    train=_FINEWEB_SHARDS[:1],
+    license="ODC-By 1.0",
+    about="FineWeb-Edu sample-10BT: 10B GPT-2 tokens of educational web pages, in 14 parquet shards",
+    origin=f"{HUB}/datasets/{_FINEWEB_REPO} @ main (the commit obtained is recorded)",
+    fmt="parquet",
+    shards=len(_FINEWEB_SHARDS),
+    default_shards=1,
+    shard_files=_FINEWEB_SHARDS,
+)
+
+CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in (
+    TINYSTORIES, TINYSTORIES_V1, WIKITEXT_2, WIKITEXT_103, FINEWEB_EDU_10BT, TINY_SHAKESPEARE, GUTENBERG,
+    TINYSTORIES_SAMPLE, WIKITEXT_2_SAMPLE)}
