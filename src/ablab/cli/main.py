@@ -15,6 +15,7 @@ from ablab.cli import boundary
 from ablab.cli.analysis import analysis_app
 from ablab.cli.common import LabOpt, bounded, console, lab_dir
 from ablab.cli.config import config_app
+from ablab.cli.data import data_app
 from ablab.cli.evals import evals_app
 from ablab.cli.report import report_app
 from ablab.cli.runs import runs_app
@@ -26,7 +27,6 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                        "Shell completion: `ablab --install-completion` (bash, zsh, fish or PowerShell; "
                        "`--show-completion` prints the script instead).\n\n"
                        "Example: `ablab run -c quickstart train.max_steps=200`")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare corpora.\n\nExample: `ablab data prepare tinystories`")
 app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(study_app, name="study")
@@ -68,30 +68,6 @@ def init(folder: Path = typer.Argument(Path("."), help="Where to create the lab.
         console.print(f"created {path}")
     if not created:
         console.print(f"{folder} is already a lab; nothing changed.")
-
-
-@data_app.command("prepare")
-def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.txt, folder of .txt, .jsonl)."),
-                 tokenizer: str = typer.Option("char", help="char, byte or bpe."),
-                 vocab_size: int = typer.Option(4096, callback=bounded(257, 1_000_000), help="BPE vocabulary size."),
-                 seq_len: int = typer.Option(256, callback=bounded(1, config_mod.MAXIMA["data.seq_len"]),
-                                             help="Only checked: both splits must hold a sequence.")) -> None:
-    """Resolve, download if needed, tokenize and cache a corpus; print its fingerprint.
-
-    Example: `ablab data prepare wikitext-2 --tokenizer bpe --vocab-size 8192`
-    """
-    from ablab.data.sampler import BatchSampler, val_batches
-    from ablab.data.tokens import prepare_data
-
-    cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
-                                 f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}"])
-    prepared = prepare_data(cfg.data)
-    BatchSampler(prepared.train, seq_len, 1, 0), val_batches(prepared.val, seq_len, seq_len, 1)  # each split holds one
-    for key in ("corpus", "source", "split", "n_train_tokens", "n_val_tokens", "val_bytes"):
-        console.print(f"{key:>16}: {prepared.meta.get(key)}")
-    console.print(f"{'vocab_size':>16}: {prepared.tokenizer.vocab_size}")
-    console.print(f"{'fingerprint':>16}: {prepared.fingerprint}")
-    console.print(f"{'cache':>16}: {prepared.dir}")
 
 
 @app.command(context_settings={"allow_extra_args": False})

@@ -1,0 +1,73 @@
+"""`ablab data list` and `ablab data prepare`: parse, call ablab.data, print. Imported by cli.main only."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from ablab import config as config_mod
+from ablab.cli.common import bounded, console
+
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
+                       help="List and prepare corpora.\n\nExample: `ablab data list`, `ablab data prepare tinystories`")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Show every registered corpus: what it is, its source, size and license, and where it would be
+    found now (ABLAB_DATA, bundled, cache, or a download on first use).
+
+    Example: `ablab data list`
+    """
+    from ablab.data.registry import CORPORA
+    from ablab.data.sources import where_local
+
+    table = Table(show_lines=False)
+    for column in ("name", "about", "source", "size", "license", "local?"):
+        table.add_column(column, overflow="fold")
+    for spec in CORPORA.values():
+        found = where_local(spec)
+        size = spec.size_bytes
+        if size is None and found is not None:
+            size = sum(record["size"] for record in found.files)
+        table.add_row(spec.name, spec.about, spec.origin, _size(size) if size is not None else "not stated",
+                      spec.license, found.source if found is not None else _fetchable(spec))
+    console.print(table)
+    console.print("A corpus is found in $ABLAB_DATA/<folder>/ first, then bundled, then in the cache "
+                  "($ABLAB_CACHE); else it is downloaded on first use (ABLAB_MIRROR or HF_ENDPOINT for another host).")
+
+
+def _fetchable(spec) -> str:
+    """"download" when every file has an origin; else only a local copy (or a mirror) can supply it."""
+    return "download" if all(f.url or f.repo for f in spec.files) else "no: set ABLAB_DATA"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@data_app.command("prepare")
+def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.txt, folder of .txt, .jsonl)."),
+                 tokenizer: str = typer.Option("char", help="char, byte or bpe."),
+                 vocab_size: int = typer.Option(4096, callback=bounded(257, 1_000_000), help="BPE vocabulary size."),
+                 seq_len: int = typer.Option(256, callback=bounded(1, config_mod.MAXIMA["data.seq_len"]),
+                                             help="Only checked: both splits must hold a sequence.")) -> None:
+    """Resolve, download if needed, tokenize and cache a corpus; print its fingerprint.
+
+    Example: `ablab data prepare wikitext-2 --tokenizer bpe --vocab-size 8192`
+    """
+    from ablab.data.sampler import BatchSampler, val_batches
+    from ablab.data.tokens import prepare_data
+
+    cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
+                                 f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}"])
+    prepared = prepare_data(cfg.data)
+    BatchSampler(prepared.train, seq_len, 1, 0), val_batches(prepared.val, seq_len, seq_len, 1)  # each split holds one
+    for key in ("corpus", "source", "split", "n_train_tokens", "n_val_tokens", "val_bytes"):
+        console.print(f"{key:>16}: {prepared.meta.get(key)}")
+    console.print(f"{'vocab_size':>16}: {prepared.tokenizer.vocab_size}")
+    console.print(f"{'fingerprint':>16}: {prepared.fingerprint}")
+    console.print(f"{'cache':>16}: {prepared.dir}")
