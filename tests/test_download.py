@@ -1,6 +1,7 @@
 """Downloads from a Hub-like server on 127.0.0.1 (tests/hubserver.py): resume, checks, the mirror
 override, a parquet corpus end to end, and `ablab data list`. Nothing leaves 127.0.0.1."""
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -70,6 +71,25 @@ def test_a_part_file_left_by_an_earlier_run_is_resumed(hub):
     path, record = hub_file(REPO, "shard.bin", "main")
     assert hub.gets("/shard.bin") == ["bytes=120000-"]
     assert path.read_bytes() == data and record["sha256"] == sha(data) and not part.exists()
+
+
+def test_a_part_file_longer_than_the_file_is_started_again(hub):
+    data = b"short file"
+    hub.add("datasets", REPO, "small.txt", data)
+    part = hub_target(REPO, "small.txt", "main").with_name("small.txt.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"not a prefix of anything, and longer")
+    path, _ = hub_file(REPO, "small.txt", "main")
+    assert path.read_bytes() == data and hub.gets("/small.txt") == [None]
+
+
+def test_parallel_downloads_of_one_file_fetch_it_once(hub):
+    data = os.urandom(500_000)
+    hub.add("datasets", REPO, "shared.bin", data)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: hub_file(REPO, "shared.bin", "main"), range(4)))
+    assert all(path.read_bytes() == data and record["sha256"] == sha(data) for path, record in results)
+    assert len(hub.gets("/shared.bin")) == 1  # the others waited for the lock and found it in the cache
 
 
 def test_a_corrupt_download_is_refused_in_one_sentence_and_deleted(hub):

@@ -12,6 +12,7 @@ Two paths:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import importlib
@@ -22,9 +23,9 @@ import secrets
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
-from ablab.data.cache import cache_dir
+from ablab.data.cache import cache_dir, fsync_dir, write_atomic
 from ablab.data.registry import CorpusSpec, RemoteFile
 from ablab.errors import DataError
 
@@ -80,12 +81,24 @@ def hub_file(repo_id: str, filename: str, revision: str, repo_type: str = "datas
     cached = cached_hub_file(repo_id, filename, revision, repo_type)
     if cached is not None:
         return cached
+    target = hub_target(repo_id, filename, revision, repo_type)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One download of a file at a time (runs prepared in parallel workers share the cache).
+    with _exclusive(target.with_name(f".{target.name}.lock")):
+        cached = cached_hub_file(repo_id, filename, revision, repo_type)  # done while this process waited
+        if cached is not None:
+            return cached
+        hint = (f"check the network, or set ABLAB_DATA to a folder holding {where or filename} "
+                "(or ABLAB_MIRROR / HF_ENDPOINT to a server that has it)")
+        return _download_hub_file(target, repo_id, filename, revision, repo_type, sha256, size, hint)
+
+
+def _download_hub_file(target: Path, repo_id: str, filename: str, revision: str, repo_type: str,
+                       sha256: str | None, size: int | None, hint: str) -> tuple[Path, dict]:
     from huggingface_hub import get_hf_file_metadata
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    hint = (f"check the network, or set ABLAB_DATA to a folder holding {where or filename} "
-            "(or ABLAB_MIRROR / HF_ENDPOINT to a server that has it)")
     endpoint = hub_endpoint()
     token = None if endpoint == os.environ.get("HF_ENDPOINT", HUB_ENDPOINT).rstrip("/") else False  # no token to a mirror
     url = hub_url(endpoint, repo_id, filename, revision, repo_type)
@@ -99,10 +112,11 @@ def hub_file(repo_id: str, filename: str, revision: str, repo_type: str = "datas
     expected_size = size if size is not None else meta.size
     # Download from the commit the Hub answered with, so that a branch moving on mid-download cannot mix two versions.
     url = hub_url(endpoint, repo_id, filename, commit, repo_type)
-    target = hub_target(repo_id, filename, revision, repo_type)
-    target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f"{target.name}.part")
     with open(part, "ab") as out:  # open() honours the umask, as cache.write_atomic does
+        if expected_size is not None and out.tell() > expected_size:  # not a prefix of this file: start again
+            out.truncate(0)
+            out.seek(0)
         try:
             http_get(url, out, resume_size=out.tell(), headers=build_hf_headers(token=token),
                      expected_size=expected_size, displayed_filename=filename)
@@ -120,8 +134,25 @@ def hub_file(repo_id: str, filename: str, revision: str, repo_type: str = "datas
                         "HF_ENDPOINT, or set ABLAB_DATA to a folder holding a verified copy.")
     record = {"name": filename, "repo": repo_id, "revision": commit, "sha256": got_sha, "size": got_size, "url": url}
     os.replace(part, target)
-    _write_json(provenance_path(target), record)
+    _write_json(provenance_path(target), record)  # last: a file without its sidecar is downloaded again
+    fsync_dir(target.parent)
     return target, record
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock` (a no-op where fcntl is missing, as on Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def source_url(spec: CorpusSpec, file: RemoteFile) -> str | None:
@@ -195,8 +226,6 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
-    from ablab.data.cache import write_atomic
-
     write_atomic(path, json.dumps(record, indent=1).encode("utf-8"))
 
 
