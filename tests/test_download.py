@@ -114,6 +114,20 @@ def test_a_registry_sha256_that_differs_is_refused(hub):
     assert path.read_bytes() == b"{}" and record["url"].startswith(f"{hub.url}/ablab-test/tok/resolve/")
 
 
+def test_a_hub_tokenizer_id_comes_through_the_same_download_path(hub):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from ablab.data.tokenizer import hub_tokenizer
+
+    vocab = {"[UNK]": 0, "once": 1, "upon": 2, "a": 3, "time": 4}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hub.add("models", "ablab-test/words", "tokenizer.json", tok.to_str().encode())
+    loaded = hub_tokenizer(f"hf:ablab-test/words@{COMMIT}")
+    assert loaded.encode("once upon a time") == [1, 2, 3, 4]
+    assert hub.gets("/tokenizer.json") == [None] and f"/ablab-test/words/resolve/{COMMIT}/" in hub.requests[-1][1]
+
+
 def test_ablab_mirror_beats_hf_endpoint(hub, tmp_path, monkeypatch):
     hub.add("datasets", REPO, "train.txt", b"mirrored")
     other, server = hubserver.start(tmp_path / "other-hub")
