@@ -212,7 +212,8 @@ def _stream(url: str, out: BinaryIO, where: str) -> str:
         else:
             reason = getattr(err, "reason", None) or err
         raise DataError(
-            f"Could not download {url} ({reason}); check the network or set ABLAB_DATA to a folder holding {where}."
+            f"Could not download {url} ({reason}); check the network or set ABLAB_DATA to a folder holding {where} "
+            "(or ABLAB_MIRROR to a server that has it)."
         ) from None
     return digest.hexdigest()
 
