@@ -176,6 +176,20 @@ def test_a_hub_parquet_corpus_is_located_downloaded_and_read(hub, monkeypatch):
     assert locate(spec).source == "cache" and locate(spec).files[0]["sha256"] == located.files[0]["sha256"]
 
 
+def test_tinystories_downloads_at_its_pinned_revision_and_splits_into_stories(hub):
+    spec = CORPORA["tinystories"]
+    hub.commit = spec.train[0].revision  # the look-alike answers for the registry's pinned commit
+    hub.add("datasets", "roneneldan/TinyStories", "TinyStoriesV2-GPT4-train.txt",
+            b"Once upon a time, a cat.\n<|endoftext|>\nOne day, a dog.\n<|endoftext|>\nThe end.\n")
+    hub.add("datasets", "roneneldan/TinyStories", "TinyStoriesV2-GPT4-valid.txt", b"A held-out story.\n")
+    corpus = open_corpus("tinystories")
+    assert corpus.source == "download"
+    stories = [text.strip() for _, text in corpus.train()]
+    assert stories == ["Once upon a time, a cat.", "One day, a dog.", "The end."]
+    assert [f["revision"] for f in corpus.files] == [hub.commit, hub.commit]
+    assert all(f"/resolve/{hub.commit}/" in f["url"] for f in corpus.files)
+
+
 def test_a_local_copy_in_ablab_data_comes_first(hub, tmp_path, monkeypatch):
     spec = registry.TINYSTORIES
     for file in spec.files:
