@@ -139,6 +139,9 @@ def write_sheet(lab: Path, name: str) -> Path:
         *[f"  - {'☑' if axis == spec['axis'] else '☐'} {label}" for axis, label in AXIS_NAMES.items()], "",
         "## 6. Metrics to Log", "", "Train and val loss vs tokens, perplexity, bits per byte, step time, tokens/s, "
         "MFU, peak memory, global gradient norm, NaN/divergence events, loss spikes.", "",
+        *(["Bits per byte (val_bpb) is the metric that compares across tokenizers and corpora: each arm is "
+           "scored on its own validation text, and a loss per token is not in the same unit from one "
+           "tokenizer to another.", ""] if spec["category"] == "data" else []),
         "## 7. Expected Outcomes", "", spec.get("expected") or "_(none written before running)_", "",
         "## 8. Results", "", "### Raw Observations", "", *_observations(cells, events), "",
         "### Quantitative Summary", "", *_results_table(spec, cells, memory=False), "",

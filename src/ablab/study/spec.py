@@ -49,6 +49,8 @@ mechanism = ""
 prediction = ""
 falsification = ""
 metric = "val_loss"           # val_loss | val_bpb | val_ppl | train_loss | tokens_per_s | peak_memory_mb | mfu
+# Data studies (corpus, tokenizer, data size): val_bpb, bits per validation byte, is the metric that
+# compares across tokenizers and corpora; a loss per token does not (a token is not the same unit).
 direction = "decrease"        # decrease | increase
 min_effect = 0.01             # the smallest change that would matter to you
 read_at = "final"             # final | best (val_loss only) | tokens:N (first evaluation at N tokens or more)
@@ -76,20 +78,24 @@ EXAMPLE_VARIABLES = {"optim.lr": [0.04]}  # what a template without --variable v
 def template_text(name: str, date: str, baseline: str, path: Path, question: str = "",
                   variables: dict[str, list[Any]] | None = None) -> str:
     """A new study file: the commented TEMPLATE with its name, date, baseline, question and
-    variables set, and a hypothesis skeleton naming the variables for the researcher to replace."""
+    variables set, and a hypothesis skeleton naming the variables for the researcher to replace.
+    A study that varies data.* keys is of category "data" and measured in val_bpb (bits per byte,
+    the metric that compares across tokenizers and corpora)."""
     variables = variables or EXAMPLE_VARIABLES
     varied = " and ".join(variables)
     settings = "; ".join(f"{key} = {', '.join(map(str, values))}" for key, values in variables.items())
     header = ("A study: one question, a falsifiable hypothesis, one dated baseline, named variables.\n"
               f"Check it with `ablab study plan {path}` (every arm's diff, the frozen rest, time and memory),\n"
               f"then `ablab study run {path}`.")
+    data_study = any(key.startswith("data.") for key in variables)
     values = {
-        "meta": {"name": name, "date": date},
+        "meta": {"name": name, "date": date, **({"category": "data"} if data_study else {})},
         "objective": {"question": question or f"{UNWRITTEN} the one question this study answers about {varied}."},
         "hypothesis": {
             "mechanism": f"{UNWRITTEN} the process by which changing {varied} would move the metric.",
             "prediction": f"{UNWRITTEN} what the metric will do at {settings}: its direction and size.",
-            "falsification": f"{UNWRITTEN} what you would see at {settings} if that process is not at work."},
+            "falsification": f"{UNWRITTEN} what you would see at {settings} if that process is not at work.",
+            **({"metric": "val_bpb"} if data_study else {})},
         "design": {"baseline": baseline, "variables": variables}}
     return config_mod.dump_toml(values, TEMPLATE, header)
 
