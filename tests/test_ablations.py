@@ -266,3 +266,20 @@ def test_a_data_size_study_plans_three_arms_with_their_data_tokens(tmp_path):
         line = next(line for line in result.output.splitlines()
                     if "│" in line and re.search(rf"│ {re.escape(row.arm.name)} ", line))
         assert f"{count:,}" in line and f"{row.tokens / count:,.2f}" in line
+
+
+def test_the_shipped_data_size_studies_plan_and_the_gpu_one_downloads_nothing(tmp_path, shared_data):
+    baselines.install_examples(tmp_path)
+    cpu = make_plan(tmp_path, tmp_path / "studies" / "data-size-cpu.toml", probe=False)
+    counts = [row.data_tokens for row in cpu.rows]  # all 2,316 stories, then the first 200, 600, 2,000
+    assert counts[1] < counts[2] < counts[3] < counts[0]
+    assert cpu.rows[1].epochs > 1 > cpu.rows[3].epochs
+    gpu = tmp_path / "studies" / "data-size.toml"  # TinyStories V2 is not on this machine: nothing is fetched
+    plan = make_plan(tmp_path, gpu, probe=False)
+    assert all(row.data_tokens is None and row.epochs is None and row.to_train == 3 for row in plan.rows)
+    assert all(row.params > 0 for row in plan.rows)  # from the BPE's requested vocabulary
+    shown = CliRunner().invoke(app, ["study", "plan", str(gpu), "--no-probe", "--lab", str(tmp_path)],
+                               terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    baseline_line = next(line for line in shown.output.splitlines() if line.startswith("│ baseline "))
+    assert baseline_line.rstrip("│ ").endswith("?")  # data tokens and epochs unknown
