@@ -96,7 +96,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
     console.print(f"config {config_mod.config_hash(cfg)}: {cfg.model.n_layers}L d{cfg.model.d_model} "
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
-    for warning in config_mod.schedule_warnings(cfg, config_mod.budget_steps(cfg)):
+    for warning in config_mod.schedule_warnings(cfg, config_mod.budget_steps(cfg)) + _epoch_warnings(cfg):
         console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     with _progress() as show:
         outcome = Lab(lab_dir(lab)).run(cfg, progress=show, force=force, log_to=log_to.split(","))
@@ -264,6 +264,16 @@ class _progress:
                 self.last_train = f"loss {row['train_loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s"
             info = "  ".join(part for part in (self.last_train, self.last_val) if part)
         self.bar.update(self.task, completed=step, **({"info": info} if info else {}))
+
+
+def _epoch_warnings(cfg) -> list[str]:
+    """The epoch warning of `ablab run`, when the data's size is known without preparing it."""
+    from ablab.data import tokens
+
+    data_size = getattr(tokens, "data_size", None)  # a pipeline without it: no size known before preparing
+    size = data_size(cfg.data) if data_size is not None else None
+    warning = config_mod.epoch_warning(cfg, size.n_train_tokens) if size is not None else None
+    return [warning] if warning else []
 
 
 def _report(outcome) -> None:

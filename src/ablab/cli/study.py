@@ -219,15 +219,18 @@ def print_plan(plan) -> None:
     console.print(f"prediction: {spec.prediction.metric} ({spec.prediction.read_at}) {spec.prediction.direction}s by "
                   f">= {spec.prediction.min_effect:g}; baseline {spec.baseline}; axis {spec.axis}, budget "
                   f"{spec.budget:,g}; seeds {spec.seeds}")
-    table = Table("arm", "changes against the baseline", "steps", "tokens/run")
+    table = Table("arm", "changes against the baseline", "steps", "tokens/run", "data tokens", "epochs")
     for row in plan.rows:
         changes = "\n".join(f"{k}: {a!r} -> {b!r}" for k, a, b in row.diff if not k.startswith("train.max_")) or "—"
+        epochs = "?" if row.data_tokens is None else f"{row.epochs:,.2f}" if row.epochs is not None else "—"
         table.add_row(row.arm.name, changes, f"{row.steps:,}" if row.steps else "time-bound",
-                      f"{row.tokens:,}" if row.tokens else "—")
+                      f"{row.tokens:,}" if row.tokens else "—",
+                      f"{row.data_tokens:,}" if row.data_tokens is not None else "?", epochs)
     console.print(table)
     costs = Table("arm", "params", "FLOPs/run", "reused", "to train", "to resume", "est. min", "peak MB")
     for row in plan.rows:
-        costs.add_row(row.arm.name, f"{row.params / 1e6:.2f}M", f"{row.flops_per_run:.2e}" if row.flops_per_run else "—",
+        costs.add_row(row.arm.name, f"{row.params / 1e6:.2f}M" if row.params else "?",
+                      f"{row.flops_per_run:.2e}" if row.flops_per_run else "—",
                       str(row.reused), str(row.to_train), str(row.to_resume), _minutes(row.est_seconds, unit=""),
                       f"{row.pace.peak_memory_mb:.0f}" if row.pace and row.pace.peak_memory_mb else "?")
     console.print(costs)

@@ -40,7 +40,13 @@ class PlanRow:
     pace: estimates.Pace | None = None  # seconds per step, measured (None: not measured)
     params: int = 0
     flops_per_token: int = 0
-    warnings: list[str] = field(default_factory=list)  # ablab.config.schedule_warnings of its config
+    warnings: list[str] = field(default_factory=list)  # schedule and epoch warnings of its config
+    data_tokens: int | None = None  # training tokens of its data, after data.max_*; None: not on this machine
+
+    @property
+    def epochs(self) -> float | None:
+        """How many times a run reads its training tokens; None when either count is unknown."""
+        return self.tokens / self.data_tokens if self.tokens and self.data_tokens else None
 
     @property
     def flops_per_run(self) -> float | None:
@@ -92,16 +98,24 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     for arm in study_arms:
         steps = config_mod.budget_steps(arm.config)
         tokens = steps * arm.config.tokens_per_step if steps is not None else None
-        rows.append(PlanRow(arm, config_mod.diff(study_arms[0].config, arm.config), steps, tokens, len(spec.seeds),
-                            warnings=config_mod.schedule_warnings(arm.config, steps)))
-        data = _prepared(prepared, arm.config)
-        rows[-1].params, rows[-1].flops_per_token = estimates.model_size(arm.config, data.tokenizer.vocab_size)
+        row = PlanRow(arm, config_mod.diff(study_arms[0].config, arm.config), steps, tokens, len(spec.seeds),
+                      warnings=config_mod.schedule_warnings(arm.config, steps))
+        rows.append(row)
+        data = _prepared_if_local(prepared, arm.config)
+        vocab = data.tokenizer.vocab_size if data is not None else _vocab_without_data(arm.config)
+        if vocab:
+            row.params, row.flops_per_token = estimates.model_size(arm.config, vocab)
+        if data is not None:
+            row.data_tokens = len(data.train)
+            warning = config_mod.epoch_warning(arm.config, row.data_tokens)
+            row.warnings += [warning] if warning else []
     with Ledger(lab) as ledger:
         _count_cells(rows, decide_cells(lab, ledger, spec.name, spec.seeds, study_arms, prepared))
         paces = estimates.finished_paces(ledger)
     for row in rows:
         shape = config_mod.shape_hash(row.arm.config)
-        if shape not in paces and probe and (row.to_train or row.to_resume):
+        local = prepared.get(repr(row.arm.config.data)) is not None
+        if shape not in paces and probe and local and (row.to_train or row.to_resume):
             paces[shape] = estimates.remembered_probe(lab, shape)
             if paces[shape] is None:
                 paces[shape] = estimates.probe(row.arm.config, _prepared(prepared, row.arm.config), row.steps)
@@ -113,11 +127,30 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     return Plan(spec, baseline, rows, frozen)
 
 
-def _prepared(cache: dict[str, PreparedData], cfg: Config) -> PreparedData:
-    """The tokens of `cfg`'s data, prepared once per data config (a corpus error stops here)."""
+def _prepared(cache: dict[str, PreparedData | None], cfg: Config) -> PreparedData | None:
+    """The tokens of `cfg`'s data, prepared once per data config (a corpus error stops here); None
+    when a plan found them not on this machine (see _prepared_if_local)."""
     if repr(cfg.data) not in cache:
         cache[repr(cfg.data)] = prepare_data(cfg.data)
     return cache[repr(cfg.data)]
+
+
+def _prepared_if_local(cache: dict[str, PreparedData | None], cfg: Config) -> PreparedData | None:
+    """For a plan: the tokens of `cfg`'s data when its corpus is on this machine, else None, so that
+    planning a GPU study on a laptop downloads nothing (its cells are then all to train, its size,
+    time and epochs '?')."""
+    from ablab.data import tokens  # data_size is the pipeline's, read at call time
+
+    data_size = getattr(tokens, "data_size", None)  # a pipeline without it: every corpus counts as local
+    if repr(cfg.data) not in cache and data_size is not None and data_size(cfg.data) is None:
+        cache[repr(cfg.data)] = None
+    return _prepared(cache, cfg)
+
+
+def _vocab_without_data(cfg: Config) -> int | None:
+    """The vocabulary size a run will have, as far as its config says without the data: BPE's
+    requested size (an upper bound), 256 for bytes; None for char and hf: (known only from the data)."""
+    return {"bpe": cfg.data.vocab_size, "byte": 256}.get(cfg.data.tokenizer)
 
 
 def _count_cells(rows: list[PlanRow], cells: list[Cell]) -> None:
@@ -207,7 +240,8 @@ def decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_
     created but not yet linked when the study was killed is resumed too. Otherwise a finished run
     with the cell's content key anywhere in the lab is reused, and cells that share a content key
     share one task, so that two workers never train the same computation. A linked run that is
-    still training elsewhere stops the study here."""
+    still training elsewhere stops the study here. In a plan (`prepared` from make_plan), an arm
+    whose data is not on this machine has every cell to train."""
     provenance = collect_provenance(lab)
     prepared = {} if prepared is None else prepared
     cells: list[Cell] = []
@@ -233,7 +267,11 @@ def decide_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_
             if run is not None and run.status == "interrupted":
                 add(Cell(arm.name, seed, "resume", run, launch.Request(lab, run_id=run.id)), run.content_key)
                 continue
-            decision = launch.decide(lab, cfg, ledger, provenance, launch.identify(_prepared(prepared, cfg)))
+            data = _prepared(prepared, cfg)
+            if data is None:  # a plan of data not on this machine: no run here can have trained on it
+                cells.append(Cell(arm.name, seed, "train"))
+                continue
+            decision = launch.decide(lab, cfg, ledger, provenance, launch.identify(data))
             orphan = unlinked.pop((cfg.name, decision.key), None)
             if decision.reused is not None:
                 cells.append(Cell(arm.name, seed, "reuse", decision.reused, link=True))
