@@ -52,7 +52,7 @@ def full_split_loss(logits_of: Logits, ids: list[int], context: int, batch: int 
 
 
 def ablab_model(lab: Path, run_id: str) -> tuple[Logits, str, Callable[[str], list[int]]]:
-    from ablab.data.tokens import prepare_data
+    from ablab.data.prepare import prepare_data
     from ablab.store.record import RunRecord
     from ablab.train.sampling import load_run_model
 

@@ -14,6 +14,7 @@ from ablab import config as C
 from ablab import config_keys as K
 from ablab.cli.main import app
 from ablab.data import mixture, subset, tokens
+from ablab.data.prepare import prepare_data
 from ablab.data.tokenizer import ByteTokenizer
 from ablab.errors import ConfigError, DataError
 from ablab.study import baselines
@@ -223,8 +224,8 @@ def test_a_two_corpus_mixture_prepares_with_weights_and_each_one_s_own_validatio
     b = write_jsonl(tmp_path / "b.jsonl", [" ".join(words_b[(i + k) % 3] for k in range(4 + i % 3)) + f" {i}"
                                            for i in range(300)])
     cfg = C.load(None, [f'data.corpus={{"{a}"=0.7,"{b}"=0.3}}', "data.tokenizer=byte"]).data
-    mixed = tokens.prepare_data(cfg)
-    parts = [tokens.prepare_data(C.replace(C.Config(), {"data.corpus": str(p), "data.tokenizer": "byte"}).data)
+    mixed = prepare_data(cfg)
+    parts = [prepare_data(C.replace(C.Config(), {"data.corpus": str(p), "data.tokenizer": "byte"}).data)
              for p in (a, b)]
     used = {Path(c["corpus"]).name: c for c in mixed.meta["components"]}
     assert used["a.jsonl"]["weight"] == 0.7 and used["a.jsonl"]["fingerprint"] == parts[0].fingerprint
@@ -239,9 +240,9 @@ def test_a_two_corpus_mixture_prepares_with_weights_and_each_one_s_own_validatio
             # The component's letters in the mixture are those of its own split's first documents.
             assert np.asarray(getattr(mixed, split))[ids].tolist() == \
                 np.asarray(getattr(own, split))[mine][:int(ids.sum())].tolist()
-    assert tokens.prepare_data(cfg).fingerprint == mixed.fingerprint  # found again, the same
+    assert prepare_data(cfg).fingerprint == mixed.fingerprint  # found again, the same
     other = C.load(None, [f'data.corpus={{"{a}"=0.5,"{b}"=0.5}}', "data.tokenizer=byte"]).data
-    assert tokens.prepare_data(other).fingerprint != mixed.fingerprint
+    assert prepare_data(other).fingerprint != mixed.fingerprint
 
 
 def test_a_data_size_study_plans_three_arms_with_their_data_tokens(tmp_path):
@@ -255,11 +256,11 @@ def test_a_data_size_study_plans_three_arms_with_their_data_tokens(tmp_path):
                        budget=20 * 16 * 64)
     plan = make_plan(lab, path, probe=False)
     counts = [row.data_tokens for row in plan.rows]
-    expected = [len(tokens.prepare_data(C.replace(cfg, {"data.max_documents": n}).data).train)
+    expected = [len(prepare_data(C.replace(cfg, {"data.max_documents": n}).data).train)
                 for n in (3000, 1000, 10000)]
     assert counts == expected and len(set(counts)) == 3 and counts[1] < counts[0] < counts[2]
     result = CliRunner().invoke(app, ["study", "plan", str(path), "--no-probe", "--lab", str(lab)],
-                                terminal_width=200)
+                                env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "data tokens" in result.output and "epochs" in result.output
     for row, count in zip(plan.rows, counts):

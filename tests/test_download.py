@@ -7,11 +7,9 @@ import json
 import os
 import socket
 
-import hubserver
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hubserver import COMMIT, hub_fixture, no_network_fixture  # noqa: F401 (the fixtures hub, no_network)
 from huggingface_hub import constants as hf_constants
 from typer.testing import CliRunner
 
@@ -21,6 +19,9 @@ from ablab.data.download import hub_file, hub_target, provenance_path
 from ablab.data.registry import CORPORA, CorpusSpec, RemoteFile
 from ablab.data.sources import locate
 from ablab.errors import DataError
+
+import hubserver
+from hubserver import COMMIT, hub_fixture, no_network_fixture  # noqa: F401 (the fixtures hub, no_network)
 
 REPO = "ablab-test/stories"
 
@@ -223,8 +224,10 @@ def test_no_hub_file_has_an_invented_checksum():
 def test_data_list_names_every_corpus_with_its_license(hub, monkeypatch):
     from ablab.cli.main import app
 
-    result = CliRunner().invoke(app, ["data", "list"], env={"COLUMNS": "400"})
+    # Not a terminal (a pipe, a CI log): the table keeps its natural width, whatever COLUMNS says.
+    result = CliRunner().invoke(app, ["data", "list"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output and max(len(line) for line in result.output.splitlines()) > 80
     for spec in CORPORA.values():
         assert spec.name in result.output and spec.license in result.output
     assert "bundled" in result.output and "download" in result.output

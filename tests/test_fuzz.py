@@ -214,7 +214,7 @@ def _override_value(key: str, typ: typing.Any) -> list[str]:
     if typing.get_origin(typ) is typing.Literal:
         return ["bogus"]
     if typ == C.CorpusSetting:  # a name, a path or a mixture: a mixture of one corpus is refused
-        return ["{tiny-shakespeare=1}"]
+        return ["{{tiny-shakespeare=1}}"]  # doubled braces: argv is str.format-ted with the world
     return {bool: ["maybe"], int: ["abc", "1.5", "-1"], float: ["abc", "nan", "-inf"], str: []}[typ]
 
 

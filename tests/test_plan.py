@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ablab import config as C
 from ablab.cli.main import app
-from ablab.data.tokens import prepare_data
+from ablab.data.prepare import prepare_data
 from ablab.store.ledger import Ledger
 from ablab.study import baselines, estimates, runner
 from ablab.study.runner import make_plan, run_study

@@ -80,7 +80,7 @@ def test_unknown_baseline_is_refused_from_the_command_line(lab):
 def test_every_shipped_study_loads_and_plans(tmp_path, shared_data):
     created = baselines.install_examples(tmp_path)
     studies = sorted((tmp_path / "studies").glob("*.toml"))
-    assert len(studies) == 10 and len(created) == 12
+    assert len(studies) == 14 and len(created) == 18
     names = set()
     for path in studies:
         plan = make_plan(tmp_path, path, probe=False)

@@ -10,14 +10,31 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from ablab.config import seeds_problem
 from ablab.errors import UserError
 from ablab.lab import find_lab, require_lab
 
-# Lines are never wrapped by rich (the terminal wraps them), so a path or a run id printed stays whole
-# and can be copied or grepped; tables still fit the terminal's width.
-console = Console(soft_wrap=True)
+class _Console(Console):
+    """Lines are never wrapped by rich (the terminal wraps them), so a path or a run id printed stays
+    whole and can be copied or grepped. Tables fit a terminal's width; written to a file or a pipe
+    (a CI log, `> plan.txt`), a table gets its natural width instead of being squeezed to 80 columns."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if not self.is_terminal and kwargs.get("width") is None and len(objects) == 1 and isinstance(objects[0], Table):
+            natural = Measurement.get(self, self.options.update_width(10_000), objects[0]).maximum
+            if natural > self.width:  # print(width=) only narrows: widen the console for this table
+                before, self.width = self._width, natural
+                try:
+                    return super().print(*objects, **kwargs)
+                finally:
+                    self.width = before  # type: ignore[assignment]  (None: follow the terminal again)
+        super().print(*objects, **kwargs)
+
+
+console = _Console(soft_wrap=True)
 LabOpt = typer.Option(None, "--lab", help="Lab directory (default: nearest folder with ablab.toml, else here).")
 
 # Where a study's or a ladder's runs execute (ablab.executors.base).

@@ -59,8 +59,8 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
 
     Example: `ablab data prepare wikitext-2 --tokenizer bpe --vocab-size 8192`
     """
+    from ablab.data.prepare import prepare_data
     from ablab.data.sampler import BatchSampler, val_batches
-    from ablab.data.tokens import prepare_data
 
     cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
                                  f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}"])

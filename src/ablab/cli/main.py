@@ -268,10 +268,9 @@ class _progress:
 
 def _epoch_warnings(cfg) -> list[str]:
     """The epoch warning of `ablab run`, when the data's size is known without preparing it."""
-    from ablab.data import tokens
+    from ablab.data.prepare import data_size
 
-    data_size = getattr(tokens, "data_size", None)  # a pipeline without it: no size known before preparing
-    size = data_size(cfg.data) if data_size is not None else None
+    size = data_size(cfg.data)
     warning = config_mod.epoch_warning(cfg, size.n_train_tokens) if size is not None else None
     return [warning] if warning else []
 

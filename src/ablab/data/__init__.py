@@ -13,7 +13,7 @@ import importlib
 # line's error boundary finds the crash-report folder with) does not pull in torch via the sampler.
 _HOME = {"cache_dir": "cache", "CorpusText": "corpora", "load_corpus": "corpora", "CORPORA": "registry",
          "BatchSampler": "sampler", "val_batches": "sampler", "Tokenizer": "tokenizer",
-         "load_tokenizer": "tokenizer", "PreparedData": "tokens", "prepare_data": "tokens"}
+         "load_tokenizer": "tokenizer", "PreparedData": "tokens", "prepare_data": "prepare", "data_size": "prepare"}
 __all__ = sorted(_HOME)
 
 

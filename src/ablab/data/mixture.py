@@ -32,7 +32,10 @@ import numpy as np
 from ablab.config import DataConfig
 from ablab.data import tokens
 from ablab.data.cache import cache_dir, write_atomic
-from ablab.data.tokenizer import Tokenizer, fit_tokenizer, training_sample
+from ablab.data.pipeline import training_sample
+from ablab.data.registry import CORPORA
+from ablab.data.split import DOCUMENT_SEPARATOR
+from ablab.data.tokenizer import Tokenizer, fit_tokenizer
 from ablab.errors import DataError
 
 SCHEMA = 1  # bump when the layout rule (blocks, order, quotas) changes
@@ -51,7 +54,8 @@ def prepare_mixture(cfg: DataConfig) -> tokens.PreparedData:
     """The mixture `cfg.corpus` names ({corpus: weight}), prepared (or found in the cache)."""
     mixture = dict(cfg.corpus)
     names, weights = list(mixture), normalised(list(mixture.values()))
-    configs = [dataclasses.replace(cfg, corpus=name, max_documents=0, max_train_tokens=0) for name in names]
+    configs = [dataclasses.replace(cfg, corpus=name, max_documents=0, max_train_tokens=0,
+                                   shards=cfg.shards if _sharded(name) else 0) for name in names]
     index = _index_path(cfg, configs)
     if index is not None:
         found = _from_index(index)
@@ -67,6 +71,12 @@ def prepare_mixture(cfg: DataConfig) -> tokens.PreparedData:
     if index is not None:
         write_atomic(index, json.dumps({"folder": folder.name}).encode())
     return prepared
+
+
+def _sharded(name: str) -> bool:
+    """Whether data.shards applies to this component (a sharded registered corpus)."""
+    spec = CORPORA.get(name)
+    return spec is not None and bool(spec.shards)
 
 
 def normalised(weights: Sequence[float]) -> list[float]:
@@ -88,8 +98,9 @@ def shared_tokenizer(cfg: DataConfig, configs: list[DataConfig], weights: list[f
 
         chars: set[str] = set()
         for part in configs:
-            chars |= scan(open_corpus(part.corpus, part.text_field), part.val_fraction, want_chars=True).chars or set()
-        return fit_tokenizer("char", "".join(sorted(chars)), cfg.vocab_size)
+            opened = open_corpus(part.corpus, part.text_field, part.shards)
+            chars |= scan(opened, part.val_fraction, want_chars=True).chars or set()
+        return fit_tokenizer("char", "".join(sorted(chars | set(DOCUMENT_SEPARATOR))), cfg.vocab_size)
     if cfg.tokenizer == "bpe":
         budget = tokens.TOKENIZER_SAMPLE_BYTES
         samples = [training_sample(part.corpus, part, max(int(budget * w), 1)) for part, w in zip(configs, weights)]
@@ -199,7 +210,7 @@ def _index_path(cfg: DataConfig, configs: list[DataConfig]):
         return None
     identities = []
     for part in configs:
-        identity = getattr(open_corpus(part.corpus, part.text_field), "identity", None)
+        identity = open_corpus(part.corpus, part.text_field, part.shards).identity
         if not identity:
             return None
         identities.append(identity)

@@ -120,6 +120,7 @@ TINYSTORIES_SAMPLE = CorpusSpec(
         "own validation split: train = first 2 MiB of the TinyStories V1 train split, "
         "val = first stories of the TinyStories validation split"
     ),
+    document_separator="<|endoftext|>",  # the train slice's 2,316 stories; the val slice is one text
     license="CDLA-Sharing-1.0",
     about="A 2 MiB slice of TinyStories V1 (train) and 776 KiB of its validation stories, for tests and quick tries",
     origin="github.com/gusjengis/toy-RNN @ e4c7ff8, github.com/yuninxia/moe-routing-bench @ bb9bb0b",

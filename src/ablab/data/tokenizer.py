@@ -8,6 +8,7 @@ that file's text, so a run records exactly which tokenizer produced its tokens a
 from __future__ import annotations
 
 import abc
+import bisect
 import functools
 import hashlib
 import itertools
@@ -55,6 +56,14 @@ class Tokenizer(abc.ABC):
 
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
+
+    def safe_cut(self, text: str) -> int:
+        """The largest position where `text` can be cut without changing its ids (0: none)."""
+        return len(text)
+
+    def encode_counting(self, text: str, positions: list[int]) -> tuple[np.ndarray, list[int]]:
+        """The ids of `text`, and for each character position the number of tokens starting before it."""
+        return self.encode_array(text), list(positions)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -121,6 +130,9 @@ class ByteTokenizer(Tokenizer):
     def encode_array(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
 
+    def encode_counting(self, text: str, positions: list[int]) -> tuple[np.ndarray, list[int]]:
+        return self.encode_array(text), [len(text[:p].encode("utf-8")) for p in positions]
+
     def decode(self, ids: Iterable[int]) -> str:
         data = b"".join(bytes((i,)) if 0 <= i < 256 else REPLACEMENT.encode() for i in map(int, ids))
         return data.decode("utf-8", errors="replace")
@@ -148,11 +160,90 @@ class BpeTokenizer(Tokenizer):
         encodings = self.hf.encode_batch(safe_pieces(text), add_special_tokens=False)
         return np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32)
 
+    def safe_cut(self, text: str) -> int:
+        return last_safe_cut(text)
+
+    def encode_counting(self, text: str, positions: list[int]) -> tuple[np.ndarray, list[int]]:
+        pieces = safe_pieces(text)
+        encodings = self.hf.encode_batch(pieces, add_special_tokens=False)
+        starts = list(itertools.accumulate((len(p) for p in pieces), initial=0))
+        before = list(itertools.accumulate((len(e.ids) for e in encodings), initial=0))
+        counts = []
+        for position in positions:
+            k = bisect.bisect_right(starts, position) - 1  # the piece holding it (or the end)
+            inside = 0
+            if k < len(pieces) and position > starts[k]:
+                inside = sum(1 for start, _ in encodings[k].offsets if start < position - starts[k])
+            counts.append(before[min(k, len(pieces))] + inside)
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64)
+        return ids, counts
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def serialize(self) -> str:
         return self.hf.to_str()
+
+
+class HubTokenizer(BpeTokenizer):
+    """A pretrained tokenizer.json (`data.tokenizer = "hf:..."`): its ids as they are, the file's own
+    text as its serialisation, so its fingerprint is the sha256 of that file."""
+
+    kind, file_name = "hf", "hf-tokenizer.json"
+
+    def __init__(self, text: str, origin: str = ""):
+        try:
+            hf = HFTokenizer.from_str(text)
+        except Exception as err:  # tokenizers raises a bare Exception for a malformed file
+            raise DataError(f"{origin or 'This file'} is not a tokenizer.json ({err}); point data.tokenizer "
+                            "at a Hugging Face tokenizer.json.") from None
+        super().__init__(hf)
+        self.text, self.origin = text, origin
+        probe = _CUT_PROBE
+        if self.encode_array(probe).tolist() != self.hf.encode(probe, add_special_tokens=False).ids:
+            raise DataError(
+                f"The tokenizer {origin} gives other ids when a text is cut at line breaks, so it cannot "
+                "tokenize a corpus in pieces; use one with a byte-level pre-tokenizer (GPT-2 style), or 'bpe'."
+            )
+
+    def serialize(self) -> str:
+        return self.text
+
+
+_CUT_PROBE = "The first line.\nAnd a second one, with 42 numbers.\n\n  indented\nend\nfin."
+
+
+def hub_tokenizer(spec: str) -> HubTokenizer:
+    """`hf:PATH` (a tokenizer.json, or a folder holding one) or `hf:ORG/NAME[@REVISION]` (from the Hub)."""
+    target = spec.removeprefix("hf:").strip()
+    path = Path(target).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", target):
+            raise DataError(f"data.tokenizer='{spec}': {path} is not a tokenizer.json file, and '{target}' is "
+                            "not a Hub model id (ORG/NAME[@REVISION]); fix the path or the id.")
+        from ablab.data.download import hub_file  # only a Hub id needs the network
+
+        repo, _, revision = target.partition("@")
+        path, _ = hub_file(repo, "tokenizer.json", revision or "main", repo_type="model")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"Cannot read the tokenizer {path} ({err}); point data.tokenizer at a readable "
+                        "tokenizer.json.") from None
+    return HubTokenizer(text, str(path))
+
+
+def last_safe_cut(text: str) -> int:
+    """The last position where _SAFE_CUT would cut `text`, found from the end (0: none)."""
+    at = len(text) - 1
+    while True:
+        at = text.rfind("\n", 1, at)
+        if at < 0:
+            return 0
+        if not text[at - 1].isspace() and at + 1 < len(text) and not text[at + 1].isspace():
+            return at + 1
 
 
 def safe_pieces(text: str) -> list[str]:
@@ -184,16 +275,25 @@ def cached_bpe(train_text: str, vocab_size: int) -> BpeTokenizer:
     return tokenizer
 
 
-def build_tokenizer(kind: str, train_text: str, val_text: str, vocab_size: int) -> Tokenizer:
-    """The tokenizer for a prepared corpus. Char covers the whole corpus so validation has no unknown
-    characters (nanoGPT's convention); BPE learns its merges from the training split only."""
+def fit_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:
+    """The tokenizer of this kind for a corpus whose (training) text, or a bounded sample of it, is
+    `text`. char: the characters of `text`, which must then cover every split; byte: fixed; bpe: merges
+    learnt from `text` (cached); "hf:...": loaded, `text` unused."""
     if kind == "char":
-        return CharTokenizer(set(train_text) | set(val_text))
+        return CharTokenizer(set(text))
     if kind == "byte":
         return ByteTokenizer()
     if kind == "bpe":
-        return cached_bpe(train_text, vocab_size)
-    raise DataError(f"Unknown tokenizer '{kind}'; set data.tokenizer to 'char', 'byte' or 'bpe'.")
+        return cached_bpe(text, vocab_size)
+    if kind.startswith("hf:"):
+        return hub_tokenizer(kind)
+    raise DataError(f"Unknown tokenizer '{kind}'; set data.tokenizer to 'char', 'byte', 'bpe' or 'hf:PATH_OR_ID'.")
+
+
+def build_tokenizer(kind: str, train_text: str, val_text: str, vocab_size: int) -> Tokenizer:
+    """The tokenizer for a corpus held in memory. Char covers the whole corpus so validation has no
+    unknown characters (nanoGPT's convention); BPE learns its merges from the training split only."""
+    return fit_tokenizer(kind, train_text + val_text if kind == "char" else train_text, vocab_size)
 
 
 def tokenizer_from_file(path: Path) -> Tokenizer:
@@ -210,6 +310,8 @@ def tokenizer_from_file(path: Path) -> Tokenizer:
         return CharTokenizer(raw["chars"])
     if kind == "byte":
         return ByteTokenizer()
+    if path.name == HubTokenizer.file_name:
+        return HubTokenizer(text, str(path))
     try:
         return BpeTokenizer(HFTokenizer.from_str(text))
     except Exception as err:  # tokenizers raises a bare Exception for a malformed file

@@ -21,7 +21,7 @@ import torch
 
 from ablab import config as config_mod
 from ablab.config import Config
-from ablab.data.tokens import prepare_data
+from ablab.data.prepare import prepare_data
 from ablab.errors import UserError
 from ablab.executors import base as executors
 from ablab.model.gpt import GPT

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from ablab import config as config_mod
 from ablab.config import Config
-from ablab.data.tokens import PreparedData, prepare_data
+from ablab.data.prepare import data_size, prepare_data
+from ablab.data.tokens import PreparedData
 from ablab.errors import UserError
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.executors import base as executors
@@ -139,10 +140,7 @@ def _prepared_if_local(cache: dict[str, PreparedData | None], cfg: Config) -> Pr
     """For a plan: the tokens of `cfg`'s data when its corpus is on this machine, else None, so that
     planning a GPU study on a laptop downloads nothing (its cells are then all to train, its size,
     time and epochs '?')."""
-    from ablab.data import tokens  # data_size is the pipeline's, read at call time
-
-    data_size = getattr(tokens, "data_size", None)  # a pipeline without it: every corpus counts as local
-    if repr(cfg.data) not in cache and data_size is not None and data_size(cfg.data) is None:
+    if repr(cfg.data) not in cache and data_size(cfg.data) is None:
         cache[repr(cfg.data)] = None
     return _prepared(cache, cfg)
 

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ablab.config import Config
-from ablab.data.tokens import prepare_data
+from ablab.data.prepare import prepare_data
 from ablab.errors import ConfigError
 from ablab.train import hardware
 

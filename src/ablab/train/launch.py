@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ablab.config import Config, config_hash
-from ablab.data.tokens import PreparedData, prepare_data
+from ablab.data.prepare import prepare_data
+from ablab.data.tokens import PreparedData
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance

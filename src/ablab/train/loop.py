@@ -20,8 +20,9 @@ from typing import Callable
 import torch
 
 from ablab.config import Config, budget_steps
+from ablab.data.prepare import prepare_data
 from ablab.data.sampler import BatchSampler, val_batches
-from ablab.data.tokens import PreparedData, prepare_data
+from ablab.data.tokens import PreparedData
 from ablab.errors import CheckpointError
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.model.gpt import GPT

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from ablab.config import Config
+from ablab.data.prepare import prepare_data
 from ablab.data.sampler import BatchSampler
-from ablab.data.tokens import prepare_data
 from ablab.errors import UserError
 from ablab.model.gpt import GPT
 from ablab.model.optim import build_optimizer

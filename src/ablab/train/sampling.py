@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ablab.data.prepare import prepare_data
 from ablab.data.tokenizer import Tokenizer
-from ablab.data.tokens import prepare_data
 from ablab.errors import CheckpointError, UserError
 from ablab.model.gpt import GPT
 from ablab.store import checkpoint
