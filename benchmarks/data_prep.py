@@ -34,19 +34,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RSS_TARGET_MB = 1536
 
+# Peak RSS from /proc/self/status (VmHWM): ru_maxrss would carry the parent's peak across fork and exec.
+PEAK = """def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
 ABLAB = """
-import json, resource, sys, time
+import json, sys, time
+PEAK
 from ablab.config import DataConfig
 from ablab.data import prepare_data
 start = time.perf_counter()
 prepared = prepare_data(DataConfig(corpus=sys.argv[1], tokenizer="hf:" + sys.argv[2]))
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "rss_mb": peak_mb(),
                   "tokens": len(prepared.train) + len(prepared.val)}))
 """
 
 WHOLE = """
-import json, resource, sys, time
+import json, sys, time
+PEAK
 from tokenizers import Tokenizer
 tok = Tokenizer.from_file(sys.argv[2])
 with open(sys.argv[1], "rb") as f:
@@ -54,12 +63,13 @@ with open(sys.argv[1], "rb") as f:
 start = time.perf_counter()
 ids = tok.encode(text, add_special_tokens=False).ids
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "rss_mb": peak_mb(),
                   "tokens": len(ids)}))
 """
 
 BATCHED = """
-import json, resource, sys, time
+import json, sys, time
+PEAK
 import numpy as np
 from tokenizers import Tokenizer
 tok = Tokenizer.from_file(sys.argv[2])
@@ -86,12 +96,13 @@ with open(sys.argv[3], "wb") as out:
     for e in tok.encode_batch(batch, add_special_tokens=False):
         out.write(np.asarray(e.ids, dtype=np.uint16).tobytes()); n += len(e.ids)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "rss_mb": peak_mb(),
                   "tokens": n}))
 """
 
 OPEN_MEMMAP = """
-import json, resource, sys, time
+import json, sys, time
+PEAK
 start = time.perf_counter()
 from ablab.data import BatchSampler, tokens
 imported = time.perf_counter()
@@ -100,12 +111,13 @@ assert prepared is not None, "the folder did not open"
 x, y = BatchSampler(prepared.train, 1024, 32, seed=0).batch(0)
 done = time.perf_counter()
 print(json.dumps({"import_s": imported - start, "open_and_batch_s": done - imported,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_mb": peak_mb(),
                   "tokens": len(prepared.train) + len(prepared.val), "batch": list(x.shape)}))
 """
 
 
 def child(code: str, *args: str, env: dict | None = None) -> dict:
+    code = code.replace("PEAK", PEAK, 1)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
     if done.returncode != 0:
