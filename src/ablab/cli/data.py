@@ -30,7 +30,7 @@ def data_list() -> None:
         size = spec.size_bytes
         if size is None and found is not None:
             size = sum(record["size"] for record in found.files)
-        table.add_row(spec.name, spec.about, spec.origin, _size(size) if size is not None else "not stated",
+        table.add_row(spec.name, spec.about, spec.origin, _size(size) if size is not None else "known once fetched",
                       spec.license, found.source if found is not None else _fetchable(spec))
     console.print(table)
     console.print("A corpus is found in $ABLAB_DATA/<folder>/ first, then bundled, then in the cache "
@@ -50,8 +50,10 @@ def _size(n: int) -> str:
 
 
 @data_app.command("prepare")
-def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.txt, folder of .txt, .jsonl)."),
-                 tokenizer: str = typer.Option("char", help="char, byte or bpe."),
+def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.txt, a folder, .jsonl(.gz/.zst), .parquet)."),
+                 tokenizer: str = typer.Option("char", help="char, byte, bpe or hf:PATH_OR_ID (a tokenizer.json)."),
+                 shards: int = typer.Option(0, callback=bounded(0, 10_000),
+                                            help="Shard files of a sharded corpus (0: its default)."),
                  vocab_size: int = typer.Option(4096, callback=bounded(257, 1_000_000), help="BPE vocabulary size."),
                  seq_len: int = typer.Option(256, callback=bounded(1, config_mod.MAXIMA["data.seq_len"]),
                                              help="Only checked: both splits must hold a sequence.")) -> None:
@@ -63,11 +65,15 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
     from ablab.data.sampler import BatchSampler, val_batches
 
     cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
-                                 f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}"])
+                                 f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}",
+                                 f"data.shards={shards}"])
     prepared = prepare_data(cfg.data)
     BatchSampler(prepared.train, seq_len, 1, 0), val_batches(prepared.val, seq_len, seq_len, 1)  # each split holds one
-    for key in ("corpus", "source", "split", "n_train_tokens", "n_val_tokens", "val_bytes"):
-        console.print(f"{key:>16}: {prepared.meta.get(key)}")
-    console.print(f"{'vocab_size':>16}: {prepared.tokenizer.vocab_size}")
-    console.print(f"{'fingerprint':>16}: {prepared.fingerprint}")
-    console.print(f"{'cache':>16}: {prepared.dir}")
+    for key in ("corpus", "source", "split", "n_train_tokens", "n_train_documents", "n_val_tokens", "val_bytes"):
+        console.print(f"{key:>17}: {prepared.meta.get(key)}")
+    console.print(f"{'vocab_size':>17}: {prepared.tokenizer.vocab_size}")
+    console.print(f"{'fingerprint':>17}: {prepared.fingerprint}")
+    console.print(f"{'cache':>17}: {prepared.dir}")
+    for record in prepared.meta.get("files") or []:
+        revision = f" @ {record['revision']}" if record.get("revision") else ""
+        console.print(f"{'file':>17}: {record['name']}{revision} sha256 {record.get('sha256') or 'not computed'}")
