@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -231,3 +232,15 @@ def test_data_list_names_every_corpus_with_its_license(hub, monkeypatch):
     for spec in CORPORA.values():
         assert spec.name in result.output and spec.license in result.output
     assert "bundled" in result.output and "download" in result.output
+
+
+def test_with_no_network_a_hub_corpus_fails_at_once_naming_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("ABLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ABLAB_DATA", raising=False)
+    monkeypatch.setenv("ABLAB_MIRROR", "http://ablab-no-such-host.invalid")  # .invalid never resolves (RFC 2606)
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"cannot be found: no network\?\); check the network, or set ABLAB_DATA "
+                                        r"to a folder holding tinystories/TinyStoriesV2-GPT4-train.txt"):
+        open_corpus("tinystories")
+    assert time.monotonic() - start < 5  # not the downloader's retries with backoff
+    assert not list((tmp_path / "cache").rglob("*.txt"))

@@ -17,6 +17,7 @@ from ablab.config import seeds_problem
 from ablab.errors import UserError
 from ablab.lab import find_lab, require_lab
 
+
 class _Console(Console):
     """Lines are never wrapped by rich (the terminal wraps them), so a path or a run id printed stays
     whole and can be copied or grepped. Tables fit a terminal's width; written to a file or a pipe

@@ -20,7 +20,9 @@ import json
 import os
 import re
 import secrets
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -102,6 +104,11 @@ def _download_hub_file(target: Path, repo_id: str, filename: str, revision: str,
     endpoint = hub_endpoint()
     token = None if endpoint == os.environ.get("HF_ENDPOINT", HUB_ENDPOINT).rstrip("/") else False  # no token to a mirror
     url = hub_url(endpoint, repo_id, filename, revision, repo_type)
+    host = urllib.parse.urlsplit(endpoint).hostname or ""
+    try:  # a name that does not resolve (no network) fails now, not after the downloader's retries
+        socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        raise DataError(f"Could not download {url} (the host {host} cannot be found: no network?); {hint}.") from None
     try:
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, retry_on_errors=True)
     except _network_errors() as err:
