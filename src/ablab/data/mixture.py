@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -139,19 +139,27 @@ def interleave(ends: Sequence[np.ndarray], weights: Sequence[float], seed: int |
 def materialise(arrays: Sequence[np.ndarray], docs: Sequence[np.ndarray],
                 segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
     """The token array and its document table ([token_end, byte_end] per document) of a layout."""
+    parts, table = pieces(arrays, docs, segments)
+    chunks = list(parts)
+    return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=arrays[0].dtype if arrays else np.uint16)), table
+
+
+def pieces(arrays: Sequence[np.ndarray], docs: Sequence[np.ndarray],
+           segments: list[Segment]) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """A layout as the slices of the components' (memory-mapped) arrays to write one after another,
+    so a mixture is written to disk without holding its tokens in memory, and its document table."""
     tables = [np.asarray(d, dtype=np.int64).reshape(-1, 2) for d in docs]
-    sizes = [_span(tables[s.component], s.first, s.stop)[0] for s in segments]
-    out = np.empty(sum(sizes), dtype=arrays[0].dtype if arrays else np.uint16)
-    rows, at, at_byte = [], 0, 0
-    for segment, size in zip(segments, sizes):
+    spans, rows, at, at_byte = [], [], 0, 0
+    for segment in segments:
         table = tables[segment.component]
         start_tok, start_byte = _start(table, segment.first)
-        out[at:at + size] = arrays[segment.component][start_tok:start_tok + size]
+        size = _span(table, segment.first, segment.stop)[0]
+        spans.append((segment.component, start_tok, size))
         part = table[segment.first:segment.stop] - np.array([start_tok, start_byte]) + np.array([at, at_byte])
         rows.append(part)
         at, at_byte = int(part[-1, 0]), int(part[-1, 1])
     table = np.concatenate(rows) if rows else np.zeros((0, 2), dtype=np.int64)
-    return out, table
+    return (arrays[c][start:start + size] for c, start, size in spans), table
 
 
 def _start(table: np.ndarray, first: int) -> tuple[int, int]:
@@ -170,7 +178,7 @@ def _build(folder, mixture: dict[str, float], weights: list[float], tokenizer: T
     for split, stream in (("train", 0), ("val", 1)):
         docs = [getattr(p, f"{split}_docs") for p in parts]
         segments = interleave([np.asarray(d)[:, 0] for d in docs], weights, [seed, stream], names=names)
-        layouts[split] = (segments, *materialise([getattr(p, split) for p in parts], docs, segments))
+        layouts[split] = (segments, *pieces([getattr(p, split) for p in parts], docs, segments))
     components = []
     for i, (name, part) in enumerate(zip(names, parts)):
         used = {}

@@ -24,7 +24,7 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -129,14 +129,19 @@ def sampled_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def store(folder: Path, train: np.ndarray, val: np.ndarray, train_docs: np.ndarray, val_docs: np.ndarray,
-          tokenizer: Tokenizer, meta: dict[str, Any]) -> PreparedData:
-    """Write token arrays held in memory (a mixture's) as a prepared folder, and open it."""
+def store(folder: Path, train: np.ndarray | Iterable[np.ndarray], val: np.ndarray | Iterable[np.ndarray],
+          train_docs: np.ndarray, val_docs: np.ndarray, tokenizer: Tokenizer, meta: dict[str, Any]) -> PreparedData:
+    """Write token arrays (a mixture's: an array, or the pieces to write one after another) as a
+    prepared folder, and open it."""
     dtype = _dtype_name(tokenizer)
     temp = _temp_folder(folder)
     try:
         for name, array in (("train.bin", train), ("val.bin", val)):
-            write_atomic(temp / name, np.asarray(array).astype(DTYPES[dtype], copy=False).tobytes())
+            with (temp / name).open("wb") as out:
+                for piece in ([array] if isinstance(array, np.ndarray) else array):
+                    out.write(np.asarray(piece).astype(DTYPES[dtype], copy=False).tobytes())
+                out.flush()
+                os.fsync(out.fileno())
         return _finish(temp, folder, tokenizer, dtype, train_docs, val_docs, meta)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
