@@ -5,7 +5,7 @@ import torch
 
 from ablab.config import ModelConfig, OptimConfig, ScheduleConfig
 from ablab.model.gpt import GPT
-from ablab.model.optim import build_optimizer, lr_factor, orthogonalize, set_lr
+from ablab.model.optim import build_optimizer, lr_factor, orthogonalize, set_lr, split_parameters
 
 
 def test_newton_schulz_orthogonalises_any_shape():
@@ -47,6 +47,40 @@ def test_muon_lowers_loss_on_a_small_problem():
     first, last = train("muon")
     assert first == pytest.approx(math.log(16), rel=0.1)
     assert last < 0.2 * first
+
+
+def per_matrix_muon_step(model, lr: float, momentum: float, buffers: dict) -> None:
+    """One Muon step written the plain way, one Newton-Schulz chain per matrix (and per q, k, v
+    block): the reference the batched step must equal."""
+    qkv, matrices, _ = split_parameters(model)
+    with torch.no_grad():
+        for splits, params in ((3, qkv), (1, matrices)):
+            for p in params:
+                buf = buffers.setdefault(id(p), torch.zeros_like(p))
+                buf.lerp_(p.grad, 1 - momentum)
+                g = p.grad.lerp(buf, momentum)
+                blocks = g.view(splits, g.size(0) // splits, g.size(1))
+                update = torch.stack([orthogonalize(b, 5) for b in blocks]).view_as(p)
+                p.add_(update, alpha=-lr * max(1.0, blocks.size(1) / blocks.size(2)) ** 0.5)
+
+
+def test_batched_newton_schulz_equals_one_chain_per_matrix():
+    batched, reference = tiny_model(), tiny_model()
+    muon = build_optimizer(batched, OptimConfig(name="muon", lr=0.02), "cpu").optimizers["muon"]
+    muon.batched = True  # the CUDA path (one batched chain per shape), here on the CPU
+    x, y = fixed_batch()
+    buffers: dict = {}
+    for _ in range(3):
+        for model in (batched, reference):
+            model.zero_grad()
+            model(x, y).backward()
+        muon.step()
+        per_matrix_muon_step(reference, 0.02, 0.95, buffers)
+    qkv, matrices, _ = split_parameters(batched)
+    assert len(matrices) > 2  # several same-shape matrices really went through one batched call
+    for (name, a), b in zip(batched.named_parameters(), reference.parameters()):
+        if a.ndim == 2 and "blocks" in name:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
 
 
 def test_muon_groups_hold_the_hidden_matrices_and_adamw_the_rest():

@@ -38,17 +38,28 @@ def orthogonalize(G: torch.Tensor, steps: int) -> torch.Tensor:
 
 class Muon(torch.optim.Optimizer):
     """Muon for 2-D weights. A group's `splits` > 1 orthogonalises a fused matrix (e.g. q, k, v
-    stacked by rows) as that many separate blocks, as if they were separate parameters."""
+    stacked by rows) as that many separate blocks, as if they were separate parameters.
+
+    The Newton-Schulz work of a step is batched: every block of the same shape in a group goes
+    through one chain of batched matmuls (a model's n_layers MLP matrices are one call, not
+    n_layers), which is what makes Muon cheap on a GPU, where each small matmul would otherwise be
+    its own kernel launch. Each matrix is still orthogonalised on its own (orthogonalize normalises
+    and iterates per matrix of the batch), so the update equals the per-matrix one up to rounding.
+    `batched` None batches on CUDA only: on a CPU the copy into one batch measured ~5% slower than a
+    chain per matrix (small and medium presets, 2 cores)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.95, nesterov: bool = True,
-                 ns_steps: int = 5, weight_decay: float = 0.0):
+                 ns_steps: int = 5, weight_decay: float = 0.0, batched: bool | None = None):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                         weight_decay=weight_decay, splits=1)
         super().__init__(params, defaults)
+        self.batched = batched
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            k = group["splits"]
+            by_shape: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -58,14 +69,20 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                k = group["splits"]
                 blocks = g.view(k, g.size(0) // k, g.size(1))
-                update = orthogonalize(blocks, group["ns_steps"]).view_as(p)
+                by_shape.setdefault((blocks.size(1), blocks.size(2)), []).append((p, blocks))
+            for (rows, cols), items in by_shape.items():
+                batch = self.batched if self.batched is not None else items[0][1].is_cuda
+                if batch and len(items) > 1:
+                    updates = orthogonalize(torch.cat([b for _, b in items]), group["ns_steps"]).split(k)
+                else:
+                    updates = [orthogonalize(blocks, group["ns_steps"]) for _, blocks in items]
                 # Scale so the update's RMS does not depend on the matrix's aspect ratio.
-                scale = max(1.0, blocks.size(1) / blocks.size(2)) ** 0.5
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+                alpha = -group["lr"] * max(1.0, rows / cols) ** 0.5
+                for (p, _), update in zip(items, updates):
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update.view_as(p), alpha=alpha)
 
 
 class CombinedOptimizer:
