@@ -123,6 +123,8 @@ class EvalConfig:
     tasks_every: int = 0  # steps between benchmark evaluations (and at step 0); 0 = only at the end
     tasks_limit: int = 200  # examples per task per evaluation (a seeded subset); 0 = every example
     tasks_fewshot: int = 0  # few-shot examples in each benchmark prompt
+    prompts: str = ""  # prompt suite continued at each evaluation and the end: the lab's prompts/NAME.txt, else a bundled one; "" = none
+    prompt_tokens: int = 48  # tokens generated per prompt of eval.prompts, greedy and sampled (temperature 1)
 
 
 @dataclass

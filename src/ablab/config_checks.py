@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,7 @@ RANGES: dict[str, Range] = {
     "train.log_every": POSITIVE, "train.checkpoint_every": POSITIVE, "train.keep_checkpoints": POSITIVE,
     "eval.every": NON_NEGATIVE, "eval.points": Range(1, 1 << 20, cap=True), "eval.tokens": Range(1, 1 << 32, cap=True),
     "eval.tasks_every": NON_NEGATIVE, "eval.tasks_limit": NON_NEGATIVE, "eval.tasks_fewshot": NON_NEGATIVE,
+    "eval.prompt_tokens": Range(1, 1 << 16, cap=True),
 }
 MAXIMA = {key: allowed.high for key, allowed in RANGES.items() if allowed.cap}  # the size caps alone
 
@@ -144,6 +146,7 @@ def validate(cfg: Config) -> None:
     m, d, t = cfg.model, cfg.data, cfg.train
     _check_finite(cfg)
     _check_tokenizer(d.tokenizer)
+    _check_prompt_suite(cfg.eval.prompts)
     d.corpus = canonical_corpus(d.corpus)  # a DataConfig changed after it was built is checked again here
     for key, allowed in RANGES.items():
         if allowed.when is None or _value(cfg, allowed.when[0]) == allowed.when[1]:
@@ -203,6 +206,16 @@ def _check_tokenizer(tokenizer: str) -> None:
     hint = f" Did you mean '{match[0]}'?" if match else ""
     raise ConfigError(f"data.tokenizer must be 'char', 'byte', 'bpe' or 'hf:PATH_OR_ID' (a tokenizer.json or a "
                       f"Hub model id), not {tokenizer!r}.{hint}")
+
+
+# eval.prompts names a file prompts/NAME.txt: a plain name, never a path that could reach outside the folder.
+PROMPT_SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_prompt_suite(name: str) -> None:
+    if name and not PROMPT_SUITE_NAME.fullmatch(name):
+        raise ConfigError(f"eval.prompts names a prompt suite (the file prompts/NAME.txt), so it is a plain name of "
+                          f"letters, digits and . _ - such as 'tinystories', not {name!r}.")
 
 
 def _divisor_near(n: int, target: int) -> int:

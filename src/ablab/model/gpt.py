@@ -45,6 +45,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+class KVCache:
+    """The keys and values of every token generated so far, per layer: each new token then costs one
+    position of compute instead of a forward pass over the whole sequence. `length` is the number of
+    positions held, so the next token's position."""
+
+    def __init__(self, n_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+        self.length = 0
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's keys and values (B, nh, length + T, hs) with the new ones (B, nh, T, hs) appended."""
+        held = self.layers[layer]
+        if held is not None:
+            k, v = torch.cat((held[0], k), dim=2), torch.cat((held[1], v), dim=2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -57,7 +75,9 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache: tuple[KVCache, int] | None = None) -> torch.Tensor:
+        """`cache` = (the cache, this block's index): x holds only the new positions, and attends to
+        the cached ones too (a prefill of several new positions needs an empty cache)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -67,8 +87,13 @@ class Attention(nn.Module):
         if self.rotary:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         dropout = self.dropout if self.training else 0.0
+        causal = True
+        if cache is not None:
+            past = cache[0].length
+            k, v = cache[0].extend(cache[1], k, v)
+            causal = past == 0  # one new token after cached ones attends to all of them
         if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1, dropout_p=dropout)
         else:  # (B, 1, T, T) booleans, True where a query may attend
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
@@ -107,7 +132,8 @@ class Block(nn.Module):
     def _scaled_norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return norm(x) if self.norm_scale is None else norm(x) * self.norm_scale
 
-    def forward(self, x, cos, sin, alpha: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x, cos, sin, alpha: float = 1.0, mask: torch.Tensor | None = None,
+                cache: tuple[KVCache, int] | None = None) -> torch.Tensor:
         # alpha is the ProRes residual-branch scale of this layer at this step (1.0 when off);
         # identity scales are skipped rather than multiplied, which costs a pass over the activations.
         def branch(y: torch.Tensor) -> torch.Tensor:
@@ -115,9 +141,9 @@ class Block(nn.Module):
             return y if alpha == 1.0 else alpha * y
 
         if self.pre_norm:
-            x = x + branch(self.attn(self._scaled_norm(self.norm1, x), cos, sin, mask))
+            x = x + branch(self.attn(self._scaled_norm(self.norm1, x), cos, sin, mask, cache))
             return x + branch(self.mlp(self._scaled_norm(self.norm2, x)))
-        x = self._scaled_norm(self.norm1, x + branch(self.attn(x, cos, sin, mask)))
+        x = self._scaled_norm(self.norm1, x + branch(self.attn(x, cos, sin, mask, cache)))
         return self._scaled_norm(self.norm2, x + branch(self.mlp(x)))
 
 
@@ -162,23 +188,29 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
     def hidden_states(self, idx: torch.Tensor, step: int | None = None, positions: torch.Tensor | None = None,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+                      mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         """The final normed residual stream (B, T, C), which the head maps to logits; scoring applies
         the head only where a token is predicted. `positions` (B, T) and `mask` (B, 1, T, T), both or
-        neither, let several sequences share a row (evaluation packs answer choices after their context)."""
+        neither, let several sequences share a row (evaluation packs answer choices after their context).
+        With a `cache`, idx holds the tokens after the cached ones, at positions cache.length onwards."""
         B, T = idx.shape
         x = self.wte(idx)  # (B, T, C)
         cos, sin = self.rope_cos, self.rope_sin
+        start = cache.length if cache is not None else 0
         if positions is not None:
             cos, sin = cos[positions][:, None], sin[positions][:, None]  # (B, 1, T, hs/2)
+        elif start:
+            cos, sin = cos[start:start + T], sin[start:start + T]
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device) if positions is None else positions)
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device) if positions is None else positions)
         x = self.drop(x)
-        for block, alpha in zip(self.blocks, self.residual_scales(step)):
+        for layer, (block, alpha) in enumerate(zip(self.blocks, self.residual_scales(step))):
             if self.cfg.activation_checkpointing and self.training:
                 x = checkpoint(block, x, cos, sin, alpha, mask, use_reentrant=False)
             else:
-                x = block(x, cos, sin, alpha, mask)
+                x = block(x, cos, sin, alpha, mask, None if cache is None else (cache, layer))
+        if cache is not None:
+            cache.length += T
         return self.norm_f(x)
 
     def n_params(self, non_embedding: bool = False) -> int:
@@ -201,10 +233,17 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append max_new_tokens sampled tokens to idx (B, T); temperature 0 means greedy."""
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T); temperature 0 means greedy. With
+        `use_cache`, keys and values are kept while the sequence fits in seq_len (the same ids as
+        without); past seq_len each token sees only the last seq_len, so it is a full forward again."""
+        cache = KVCache(self.cfg.n_layers) if use_cache else None
         for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.seq_len:])[:, -1, :].float()
+            if cache is not None and idx.size(1) <= self.seq_len:
+                logits = self.head(self.hidden_states(idx[:, cache.length:], cache=cache)[:, -1, :]).float()
+            else:
+                logits = self(idx[:, -self.seq_len:])[:, -1, :].float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
             else:

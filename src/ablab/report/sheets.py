@@ -10,6 +10,7 @@ from pathlib import Path
 from ablab.analysis import stats
 from ablab.analysis.benchmarks import BenchmarkRow, benchmark_table
 from ablab.analysis.runs import markdown_table
+from ablab.analysis.samples import SampleTable, side_by_side
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
 from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger
@@ -121,6 +122,7 @@ def write_sheet(lab: Path, name: str) -> Path:
     frozen = spec.get("frozen", {})
     bench_lines = benchmark_markdown(benchmark_table(lab, spec, cells))
     events = _events(lab, cells)
+    sample_lines = samples_markdown(side_by_side(lab, spec, cells))
     lines = [
         f"# Study: {spec['name']}", "", "## 0. Experiment Meta", "",
         f"- Experiment name: {spec['name']}", f"- Category: {spec['category']}", f"- Date: {spec['date']}",
@@ -149,6 +151,7 @@ def write_sheet(lab: Path, name: str) -> Path:
         *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), ""]
           if spec["category"] == "memory" else []),
         *(["### Benchmarks", "", *bench_lines, ""] if bench_lines else []),
+        *(["### Samples", "", *sample_lines, ""] if sample_lines else []),
         "### Verdict", "", *_verdicts(results, spec, floor), "", *[f"![{p.stem}]({p.name})" for p in plots], "",
         "## 9. Interpretation", "", notes.get("interpretation") or RESEARCHER.format(name=name), "",
         "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "",
@@ -213,6 +216,18 @@ def write_log(lab: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(["# Lab log", "", *markdown_table(LOG_COLUMNS, rows), "", *entries]), encoding="utf-8")
     return path
+
+
+def samples_markdown(table: SampleTable | None) -> list[str]:
+    """The sheet's samples: one row per prompt and mode, the baseline's and each arm's continuation
+    side by side (a line break shown as ↵, so a row stays one row)."""
+    if table is None:
+        return []
+    rows = [[prompt, mode, *(by_arm.get(arm, "—").replace("\n", "↵") for arm in table.arms)]
+            for prompt, mode, by_arm in table.rows]
+    return [f"The eval.prompts suite continued by the seed-{table.seed} runs at step {table.step:,}, the last step "
+            "every arm sampled (greedy, and sampled at temperature 1 with the same seed in every arm).", "",
+            *markdown_table(["prompt", "mode", *table.arms], rows)]
 
 
 def benchmark_markdown(rows: list[BenchmarkRow]) -> list[str]:

@@ -4,6 +4,7 @@
   config.json     the full config (canonical JSON) and its hash
   result.json     status, final and best metrics, params, FLOPs, tokens, wall-clock, data identity
   metrics.jsonl   one JSON object per logged step
+  samples.jsonl   continuations of the eval.prompts suite: {step, prompt, mode (greedy|sampled), seed, text}
   events.jsonl    divergence, loss spikes, resumes, skipped corrupt checkpoints, interruptions
   provenance.json git state, command line, versions, host, data and tokenizer fingerprints
   pip-freeze.txt  every installed package; code.diff: the uncommitted diff, when there is one
@@ -72,6 +73,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def runs_root(lab: Path) -> Path:
     return lab / ".ablab" / "runs"
+
+
+def run_samples(lab: Path, run_id: str) -> list[dict]:
+    """A run's prompt-suite continuations (samples.jsonl), oldest first; [] when it has none."""
+    return read_jsonl(runs_root(lab) / run_id / "samples.jsonl")
 
 
 RUN_ID_BYTES = 4  # a run id is this many random bytes in lowercase hex (RunRecord.create)
@@ -218,6 +224,13 @@ class RunRecord:
             self._append("evals.jsonl", row)
         self.ledger.record_evals(rows)
 
+    def log_samples(self, rows: list[dict]) -> None:
+        """Continuations of the prompt suite (ablab.evals.prompts.continue_prompts) into samples.jsonl,
+        a whole line each, so a kill leaves every earlier row readable."""
+        if rows:
+            with open(self.dir / "samples.jsonl", "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
     def heartbeat(self) -> None:
         self.ledger.heartbeat(self.run_id)
 
@@ -230,6 +243,22 @@ class RunRecord:
 
     def events(self) -> list[dict]:
         return read_jsonl(self.dir / "events.jsonl")
+
+    def samples(self) -> list[dict]:
+        return read_jsonl(self.dir / "samples.jsonl")
+
+    def truncate_samples(self, after_step: int) -> None:
+        """Drop samples past `after_step`, as truncate_metrics does for a resume."""
+        path = self.dir / "samples.jsonl"
+        if not path.exists():
+            return
+        kept = [row for row in self.samples() if row.get("step", 0) <= after_step]
+        tmp = self.dir / ".samples.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop metric rows past `after_step` (written after the checkpoint a resume starts from)."""

@@ -21,6 +21,7 @@ from ablab.config import Config, config_hash
 from ablab.data.prepare import prepare_data
 from ablab.data.tokens import PreparedData
 from ablab.errors import UserError
+from ablab.evals.prompts import load_prompts
 from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance
 from ablab.store.reconcile import settle
@@ -59,6 +60,7 @@ def decide(lab: Path, cfg: Config, ledger: Ledger, provenance: tuple, identity: 
            force: bool = False) -> Decision:
     """The content-key reuse check: the finished run `cfg` would repeat, or a Request to train it.
     `identity` saves preparing the data again when the caller already has its fingerprints."""
+    load_prompts(lab, cfg.eval.prompts)  # an unknown prompt suite stops here too
     if identity is None:  # a corpus error stops here, before any record exists
         identity = identify(prepare_data(cfg.data))
     key = content_key(config_hash(cfg), cfg.seed, identity["data_fingerprint"], provenance[0]["code_version"])

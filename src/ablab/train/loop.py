@@ -24,6 +24,7 @@ from ablab.data.prepare import prepare_data
 from ablab.data.sampler import BatchSampler, val_batches
 from ablab.data.tokens import PreparedData
 from ablab.errors import CheckpointError
+from ablab.evals.prompts import continue_prompts, load_prompts
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.model.gpt import GPT
 from ablab.model.optim import build_optimizer, lr_factor, set_lr
@@ -76,6 +77,7 @@ class Training:
         self.peak_raised = False  # whether this run has logged that it computes faster than that peak
         self.benchmarks = (TrainingBenchmarks(cfg.eval.tasks, cfg.eval.tasks_limit, cfg.eval.tasks_fewshot,
                                               self.data.tokenizer) if cfg.eval.tasks else None)
+        self.prompts: list[str] = []  # eval.prompts' suite, read in attach (it is the lab's file or a bundled one)
         self.stop_signal: str | None = None
         self.eval_mark = 0  # shares of the budget used at the last evaluation (see eval_due)
         self.last_heartbeat = time.time()
@@ -88,6 +90,8 @@ class Training:
         self.record = record
         record.hold()
         try:
+            # The lab is the folder above .ablab/runs/<id>; only rank 0 writes samples.
+            self.prompts = load_prompts(record.dir.parents[2], self.cfg.eval.prompts) if self.world.is_main else []
             record.heartbeat()  # this process now owns the run: its host and pid go into the ledger
             if resume:
                 self._restore()
@@ -108,9 +112,11 @@ class Training:
         if path is None:
             self.record.log_event("resume", 0, "no intact checkpoint; starting from step 0")
             self.record.truncate_metrics(after_step=0)
+            self.record.truncate_samples(after_step=0)
             return
         self.loop = checkpoint.load(path, self.model, self.optimizer)
         self.record.truncate_metrics(after_step=self.loop.step)
+        self.record.truncate_samples(after_step=self.loop.step)
         self.record.log_event("resume", self.loop.step, f"resumed from {path.name}")
 
     # -- budget ---------------------------------------------------------------------------------
@@ -293,6 +299,9 @@ class Training:
             loop.best_val_loss, loop.best_val_step = val_row["val_loss"], loop.step
         self.record.log_metrics(row)
         self.record.log_line(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+        if "val_loss" in val_row and self.prompts:  # each evaluation, the end's included, continues the suite
+            self.record.log_samples(continue_prompts(self.model, self.data.tokenizer, self.prompts,
+                                                     self.cfg.eval.prompt_tokens, self.cfg.seed, loop.step))
         progress(loop.step, row)
 
     def _check_spike(self, loss: float) -> None:
