@@ -36,7 +36,7 @@ def test_a_back_import_breaks_the_layers(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ablab.store.ledger -> ablab.train.launch" in result.stdout
     assert "layers point one way BROKEN" in result.stdout
-    assert "reports and analysis never reach training, executors, studies or torch BROKEN" in result.stdout
+    assert "reports, ui and analysis never reach training, executors, studies, torch BROKEN" in result.stdout
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -95,6 +95,7 @@ def test_the_cycle_finder_finds_a_cycle():
 @pytest.mark.parametrize("code", [
     "import ablab.report, ablab.report.html, ablab.report.sheets, ablab.report.figures",
     "import ablab.analysis.verdicts, ablab.analysis.runs, ablab.analysis.scaling_data, ablab.analysis.crossrun",
+    "import ablab.ui.server, ablab.ui.views",  # the dashboard
     "from ablab.cli.main import app",  # what `ablab --help` loads
 ])
 def test_reports_analysis_and_the_cli_start_up_import_no_torch(code):

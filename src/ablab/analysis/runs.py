@@ -7,6 +7,7 @@ no config or provenance decoded), so it stays fast for a lab of many thousand ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import io
@@ -61,11 +62,13 @@ def open_ledger(lab: Path) -> Ledger:
 # -- ablab runs ---------------------------------------------------------------------------------------
 def list_runs(lab: Path, status: str | None = None, name: str | None = None, tag: str | None = None,
               where: typing.Sequence[str] = (), sort: str | None = None, desc: bool = False,
-              limit: int | None = None, config_columns: typing.Sequence[str] = ()) -> Table:
+              limit: int | None = None, config_columns: typing.Sequence[str] = (),
+              ledger: Ledger | None = None) -> Table:
     """Runs as rows of COLUMNS plus `config_columns` (dotted config keys, e.g. model.d_model),
     filtered like Ledger.runs and sorted by a column or final metric (`-key` or desc=True for
     descending; runs lacking it go last). Without a sort, runs are oldest first and `limit` keeps
-    the newest; with one, `limit` keeps the first rows."""
+    the newest; with one, `limit` keeps the first rows. `ledger`: one already open (a read-only
+    one, for the dashboard), else the lab's is opened."""
     if status is not None and status not in STATUSES:
         raise UserError(f"Status '{status}' is not one of {', '.join(STATUSES)}; pick one of those.")
     if limit is not None and limit < 1:
@@ -73,11 +76,11 @@ def list_runs(lab: Path, status: str | None = None, name: str | None = None, tag
     filters = parse_where(where)
     extra = check_config_columns(config_columns)
     columns = list(COLUMNS) + extra
-    if not ledger_path(lab).exists():  # no runs yet; listing must not create a ledger
+    if ledger is None and not ledger_path(lab).exists():  # no runs yet; listing must not create a ledger
         return Table(columns, [])
-    with Ledger(lab) as ledger:
-        found = ledger.summaries(status=status, name=name, tag=tag, where=filters)
-        values = ledger.config_values(extra)
+    with contextlib.nullcontext(ledger) if ledger else Ledger(lab) as reader:
+        found = reader.summaries(status=status, name=name, tag=tag, where=filters)
+        values = reader.config_values(extra)
     rows = [_row(run) | dict(zip(extra, values.get(run["id"], []))) for run in found]
     if sort:
         key, desc = (sort[1:], True) if sort.startswith("-") else (sort, desc)

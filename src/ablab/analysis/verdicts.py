@@ -7,6 +7,7 @@ each arm against the baseline over the same seeds (paired test, noise floor) and
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,15 @@ from ablab.store.ledger import Ledger
 BASELINE_ARM = "baseline"  # the arm name a study's spec gives the baseline's own config
 
 
-def status(lab: Path, name: str) -> tuple[dict, dict[tuple[str, int], Any]]:
-    """(the study's record, {(arm, seed): Run or None}) for every arm and seed of the study."""
-    with Ledger(lab) as ledger:
+def _opened(lab: Path, ledger: Ledger | None):
+    """`ledger` itself (left open: its owner closes it), else the lab's ledger opened for this read."""
+    return contextlib.nullcontext(ledger) if ledger else Ledger(lab)
+
+
+def status(lab: Path, name: str, ledger: Ledger | None = None) -> tuple[dict, dict[tuple[str, int], Any]]:
+    """(the study's record, {(arm, seed): Run or None}) for every arm and seed of the study; `ledger`:
+    one already open (the dashboard's read-only one), else the lab's is opened."""
+    with _opened(lab, ledger) as ledger:
         record = ledger.study(name)
         if record is None:
             known = ", ".join(s["name"] for s in ledger.studies()) or "none yet"
@@ -68,18 +75,18 @@ class ArmResult:
     verdict: stats.Verdict | None = None
 
 
-def analyze(lab: Path, name: str) -> tuple[dict, list[ArmResult], float]:
+def analyze(lab: Path, name: str, ledger: Ledger | None = None) -> tuple[dict, list[ArmResult], float]:
     """(study record, per-arm results with paired comparisons and verdicts, baseline noise floor).
 
     The verdicts are judged together: with several arms their p-values are Holm-adjusted across the
     arms that have a comparison (`stats.arm_verdicts`)."""
-    record, cells = status(lab, name)
+    record, cells = status(lab, name, ledger)
     spec = record["spec"]
     if spec.get("kind") == "ladder":
         raise UserError(f"{name} is a scaling ladder, which has no hypothesis to judge; "
                         f"`ablab scaling fit --study {name}` analyses it.")
     metric, read_at, seeds = spec["metric"], spec["read_at"], spec["seeds"]
-    with Ledger(lab) as ledger:
+    with _opened(lab, ledger) as ledger:
         values = {arm: [metric_value(cells[(arm, s)], metric, read_at, ledger) for s in seeds] for arm in spec["arms"]}
     base = values[BASELINE_ARM]
     floor = stats.noise_floor([v for v in base if not math.isnan(v)])
