@@ -20,6 +20,7 @@ from ablab.cli.evals import evals_app
 from ablab.cli.report import report_app
 from ablab.cli.runs import runs_app
 from ablab.cli.study import baseline_app, study_app
+from ablab.cli.ui import ui_app
 from ablab.lab import check_output_path, init_lab
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
@@ -35,6 +36,7 @@ app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top
 app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder
 app.add_typer(report_app)  # report
+app.add_typer(ui_app)  # ui
 err_console = Console(stderr=True)
 
 
