@@ -30,8 +30,8 @@ def test_memory_parts_are_the_tensors_and_activations_grow_with_the_batch(optim,
     step_small, step_large = middle.activations_mb - small.activations_mb, large.activations_mb - middle.activations_mb
     assert step_small > 0 and step_large == pytest.approx(2 * step_small, rel=0.02)
     assert large.weights_mb == small.weights_mb and large.tokens_per_s > 0 and 0 < large.mfu < 1
-    # On a CPU only the largest batch (measured first) has a peak of its own: peak RSS never falls.
-    assert large.peak_mb is not None and small.peak_mb is None and "RSS" in small.peak_means
+    # The peak is measured per batch size (the process's peak RSS is reset before each): it grows with it.
+    assert 0 < small.peak_mb < large.peak_mb and "RSS" in small.peak_means
 
 
 def test_profile_prints_a_table_per_architecture_and_writes_the_figure(tmp_path, one_thread):

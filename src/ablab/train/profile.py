@@ -6,15 +6,16 @@ model, optimizer and precision) on random token ids, and:
 - activations: the bytes autograd saves for the backward pass in one micro-batch's forward
   (counted by a saved-tensors hook, each storage once), exact on any device;
 - peak: on CUDA, torch.cuda.max_memory_allocated over the steps (what the allocator held at most);
-  on a CPU, the rise of this process's peak resident set size during the steps of the largest batch
-  (measured first; it includes the allocator's slack). A peak RSS never falls, so the smaller
-  batches after it have no peak of their own (None);
+  on a CPU, the rise of this process's resident set size during the steps over what it held before
+  them (Linux resets the peak, /proc/self/clear_refs; it includes the allocator's slack);
 - step time (median of the timed steps), tokens/s and MFU against the measured matmul peak.
 A batch size that runs out of CUDA memory gives a row marked "out of memory" instead of an error.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -55,11 +56,8 @@ def profile(cfg: Config, vocab_size: int, batch_sizes: list[int], steps: int = 3
     dtype = hardware.autocast_dtype(device, cfg.train.precision)
     peak_flops = cfg.train.peak_flops or hardware.measured_peak_flops(device.type, dtype or torch.float32)
     rows = []
-    for batch_size in sorted(batch_sizes, reverse=True):  # largest first: a CPU's peak RSS only rises
-        row = _measure(cfg, vocab_size, batch_size, steps, device, dtype, peak_flops)
-        if device.type == "cpu" and rows:
-            row.peak_mb = None
-        rows.append(row)
+    for batch_size in sorted(batch_sizes, reverse=True):
+        rows.append(_measure(cfg, vocab_size, batch_size, steps, device, dtype, peak_flops))
     return sorted(rows, key=lambda row: row.batch_size)
 
 
@@ -72,10 +70,10 @@ def _measure(cfg: Config, vocab_size: int, batch_size: int, steps: int, device: 
     x = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
     y = torch.randint(0, vocab_size, (batch_size, seq_len), device=device)
     means = ("torch.cuda.max_memory_allocated" if device.type == "cuda" else
-             "rise of the process's peak RSS during the steps (allocator slack included)")
+             "rise of the process's RSS during the steps over before them (allocator slack included)")
     weights = _bytes(model.parameters())
     hardware.reset_peak_memory(device)
-    rss_before = hardware.peak_memory_mb(device) if device.type == "cpu" else 0.0
+    rss_before = _reset_cpu_peak() if device.type == "cpu" else None
     times, saved = [], 0
     try:
         for step in range(steps + 1):  # the first step builds optimizer state and warms up; not timed
@@ -95,11 +93,48 @@ def _measure(cfg: Config, vocab_size: int, batch_size: int, steps: int, device: 
                           None, str(device), means)
     step_s = statistics.median(times)
     tokens_per_s = batch_size * seq_len / step_s
-    peak = hardware.peak_memory_mb(device) - rss_before
+    peak = hardware.peak_memory_mb(device) if rss_before is None else _cpu_peak_rise(rss_before)
     grads = _bytes(p.grad for p in model.parameters() if p.grad is not None)
     state = _bytes(t for s in _optimizer_states(optimizer) for t in s.values() if torch.is_tensor(t))
     return ProfileRow(batch_size, seq_len, model.n_params(), weights / MB, grads / MB, state / MB, saved / MB, peak,
                       step_s, tokens_per_s, model.flops_per_token() * tokens_per_s / peak_flops, str(device), means)
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_cpu_peak() -> float:
+    """Return freed memory to the OS (so an earlier, larger batch's pages do not hide this one's) and
+    reset this process's peak RSS to its current RSS (Linux: /proc/self/clear_refs, "5"), so the
+    steps' own peak is read; the current RSS in MB (where the peak can't be reset: the peak so far,
+    and then only memory above it counts)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+        current = _status_mb("VmRSS")
+        if current is not None:
+            return current
+    except OSError:
+        pass
+    return hardware.peak_memory_mb(torch.device("cpu"))
+
+
+def _cpu_peak_rise(before: float) -> float:
+    peak = _status_mb("VmHWM")
+    return max((peak if peak is not None else hardware.peak_memory_mb(torch.device("cpu"))) - before, 0.0)
 
 
 def _optimizer_states(optimizer) -> list[dict]:
