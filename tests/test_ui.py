@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -173,6 +174,15 @@ def test_ui_cli_refuses_a_bad_host_in_one_sentence(lab):
     result = run_cli("ui", "--host", "no-such-host.invalid", "--lab", str(lab[0]), cwd=lab[0], timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--host" in result.stderr
+
+
+def test_without_the_ui_extra_the_command_says_how_to_install_it(lab):
+    """Starlette made unimportable in a child process: `ablab ui` exits 2 with the pip command."""
+    code = ("import sys; sys.modules['starlette'] = None; from ablab.cli.main import main; "
+            f"sys.argv = ['ablab', 'ui', '--lab', {str(lab[0])!r}]; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == "error: `ablab ui` needs the ui extra; install it with `pip install 'ablab[ui]'`."
 
 
 def start_ui(folder: Path) -> tuple[subprocess.Popen, str]:
