@@ -3,11 +3,14 @@ promoted baseline), a run training in a subprocess gaining rows through the `sin
 loopback rule, and the page itself in headless Chromium."""
 
 import hashlib
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -140,6 +143,29 @@ def test_a_folder_without_a_ledger_is_refused_and_left_alone(tmp_path):
     with pytest.raises(UserError, match="has no ledger"):
         build_app(tmp_path)
     assert not (tmp_path / ".ablab").exists()
+
+
+def test_a_ledger_of_another_schema_version_is_refused_unchanged(tmp_path):
+    """The reader never migrates: an older ledger is refused naming the command that upgrades it."""
+    ledger_path(tmp_path).parent.mkdir(parents=True)
+    with sqlite3.connect(ledger_path(tmp_path)) as conn:
+        conn.execute("CREATE TABLE runs (id TEXT)")
+        conn.execute("PRAGMA user_version=1")
+    before = ledger_digest(tmp_path)
+    with pytest.raises(UserError, match="older than this ablab's .* run any ablab command"):
+        ReadOnlyLedger(tmp_path)
+    assert ledger_digest(tmp_path) == before
+
+
+def test_the_ui_command_serves_the_api_on_loopback(lab):
+    server, url = start_ui(lab[0])
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{url}api/studies", timeout=10) as answer:
+            assert [s["name"] for s in json.load(answer)] == ["lr-up"]
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_the_page_and_its_vendored_chart_library_are_served(client):

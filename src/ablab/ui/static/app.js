@@ -22,6 +22,7 @@ function esc(value) {
 function fmt(value) {
   if (value === null || value === undefined) return "";
   if (Array.isArray(value)) return value.join(", ");
+  if (typeof value === "object") return JSON.stringify(value);
   if (typeof value === "number" && !Number.isInteger(value)) return Math.abs(value) >= 1000 ? value.toFixed(0) : String(Number(value.toPrecision(5)));
   if (typeof value === "number" && value >= 10000) return value.toLocaleString("en");
   return String(value);
@@ -184,9 +185,13 @@ async function studiesPage() {
 }
 
 async function studyPage(name) {
-  let drawn = false;
+  let shown = "";
   async function draw() {
     const study = await api(`/api/studies/${encodeURIComponent(name)}`);
+    const text = JSON.stringify(study);
+    setStatus(`updated ${new Date().toLocaleTimeString()}`);
+    if (text === shown) return;  // unchanged: keep the page (and where it is scrolled to) as it is
+    shown = text;
     const spec = study.spec, arms = Object.keys(spec.arms);
     const verdicts = arms.filter(arm => study.arms[arm] && study.arms[arm].verdict).map(arm => {
       const v = study.arms[arm].verdict, c = study.arms[arm].comparison;
@@ -210,7 +215,7 @@ async function studyPage(name) {
     for (const metric of ["val_loss", "train_loss"]) {
       const parts = [], series = [], bands = [];
       arms.forEach((arm, i) => {
-        const curve = study.curves[arm][metric], colour = COLOURS[i % COLOURS.length], at = 1 + 3 * i;
+        const curve = study.curves[arm][metric], colour = COLOURS[i % COLOURS.length], at = series.length + 1;
         if (!curve.step.length) return;
         parts.push([curve.step, curve.mean], [curve.step, curve.high], [curve.step, curve.low]);
         series.push({label: arm, stroke: colour, width: 2, spanGaps: true},
@@ -220,12 +225,9 @@ async function studyPage(name) {
       });
       if (parts.length) document.getElementById("charts").appendChild(chart(metric, "step", series, uPlot.join(parts), bands)[0]);
     }
-    setStatus(`updated ${new Date().toLocaleTimeString()}`);
-    drawn = true;
-    if (study.complete) clearInterval(timer);
   }
   await draw();
-  if (drawn) timer = setInterval(draw, 2000);
+  timer = setInterval(draw, 2000);  // cells finish, a conclusion is written, the study is extended
 }
 
 // -- baselines ----------------------------------------------------------------------------------------
