@@ -288,6 +288,10 @@ def test_the_page_in_headless_chromium(lab, tmp_path, shared_cache):
             before = page.evaluate("window.ablab.points()")
             page.wait_for_function(f"window.ablab.points() > {before}", timeout=10_000)  # live: no reload
             page.screenshot(path=str(shots / "ui-run.png"))
+            page.goto(f"{url}#/run/{lab[1]['base']},{lab[1]['wide']}")  # two finished runs overlaid
+            page.wait_for_function("window.ablab.points() > 0", timeout=10_000)
+            legend = page.inner_text("#charts")
+            assert lab[1]["base"] in legend and lab[1]["wide"] in legend
             page.goto(f"{url}#/study/lr-up")
             page.wait_for_selector(".verdict", timeout=10_000)
             verdict = page.inner_text(".verdict")

@@ -81,6 +81,7 @@ async function drawRuns() {
   const rows = found.rows.map(row => `<tr data-id="${esc(row.id)}"><td><input type="checkbox" value="${esc(row.id)}" ${checked.has(row.id) ? "checked" : ""}></td>` +
     found.columns.map(c => c === "id" ? `<td><a href="#/run/${esc(row.id)}">${esc(row.id)}</a></td>`
       : c === "status" ? `<td>${statusCell(row.status)}</td>`
+      : c === "created" ? `<td>${esc(String(row.created).slice(0, 16).replace("T", " "))}</td>`
       : `<td class="${typeof row[c] === "number" ? "num" : ""}">${esc(fmt(row[c]))}</td>`).join("") + "</tr>").join("");
   table.innerHTML = `<thead><tr><th></th>${head}</tr></thead><tbody>${rows}</tbody>`;
   note.textContent = `${found.rows.length} runs shown` + (filters.limit ? ` (at most ${filters.limit}: the newest, or the first in the sort)` : "");
@@ -97,10 +98,16 @@ function chart(title, xLabel, series, data, bands) {
   const box = document.createElement("div");
   box.className = "chart";
   const plot = new uPlot({title, width: 560, height: 300, bands,
-    scales: {x: {time: false}}, axes: [{label: xLabel}, {label: "loss"}],
+    scales: {x: {time: false}}, axes: [{label: xLabel, values: (u, ticks) => ticks.map(compact)}, {label: "loss"}],
     series: [{label: xLabel}, ...series]}, data, box);
   charts.push(plot);
   return [box, plot];
+}
+
+function compact(value) {  // 1,200,000 -> 1.2M: tokens on an axis stay readable
+  const abs = Math.abs(value);
+  for (const [size, unit] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) if (abs >= size) return `${+(value / size).toPrecision(3)}${unit}`;
+  return String(+value.toPrecision(4));
 }
 
 function points(data) { return data.slice(1).reduce((n, ys) => n + ys.filter(y => y !== null && y !== undefined).length, 0); }
