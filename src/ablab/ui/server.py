@@ -50,13 +50,18 @@ def build_app(lab: Path) -> "Starlette":
         raise UserError(INSTALL_HINT)
     ReadOnlyLedger(lab).close()  # a folder without a readable ledger is refused now, not on each request
 
-    def reading(answer: Callable[[ReadOnlyLedger, Request], Any]) -> Callable:
-        async def endpoint(request: Request) -> Response:
+    def reading(answer: Callable[[ReadOnlyLedger, Request], Any], refused: int = 404) -> Callable:
+        """An endpoint answering from a fresh read-only ledger; a UserError becomes its sentence as JSON
+        with status `refused` (404: the run or study named in the path is not there), a BadQuery 400.
+        A plain function: Starlette runs it in its thread pool, so a slow query never stalls the others."""
+        def endpoint(request: Request) -> Response:
             try:
                 with ReadOnlyLedger(lab) as ledger:
                     return _json(answer(ledger, request))
-            except UserError as err:  # an unknown run or study, a bad filter: the sentence, as JSON
-                return _json({"error": str(err)}, 404 if "No " in str(err) else 400)
+            except BadQuery as err:
+                return _json({"error": str(err)}, 400)
+            except UserError as err:
+                return _json({"error": str(err)}, refused)
         return endpoint
 
     def runs_answer(ledger: ReadOnlyLedger, request: Request) -> Any:
@@ -67,7 +72,7 @@ def build_app(lab: Path) -> "Starlette":
                           limit=_integer(limit, "limit") if limit else None)
 
     routes = [
-        Route("/api/runs", reading(runs_answer)),
+        Route("/api/runs", reading(runs_answer, refused=400)),  # a filter, sort or column it cannot use
         Route("/api/runs/{ref}", reading(lambda ledger, r: views.run(ledger, r.path_params["ref"]))),
         Route("/api/runs/{ref}/metrics", reading(lambda ledger, r: views.metrics_since(
             ledger, r.path_params["ref"], _integer(r.query_params.get("since", "-1"), "since")))),
@@ -79,11 +84,15 @@ def build_app(lab: Path) -> "Starlette":
     return Starlette(routes=routes)
 
 
+class BadQuery(UserError):
+    """A query parameter that is not what its endpoint reads (answered 400, not 404)."""
+
+
 def _integer(text: str, name: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise UserError(f"{name}={text!r} is not a whole number; give e.g. {name}=100.") from None
+        raise BadQuery(f"{name}={text!r} is not a whole number; give e.g. {name}=100.") from None
 
 
 def is_loopback(host: str) -> bool:
