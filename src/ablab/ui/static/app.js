@@ -120,7 +120,7 @@ async function runPage(ids) {
   let axis = "step";
   const title = runs.length === 1 ? `Run ${esc(runs[0].id)} ${esc(runs[0].name)}` : `${runs.length} runs overlaid`;
   main.innerHTML = `<h1>${title}</h1><p>x: <select id="axis">${Object.entries(X_AXES).map(([k, v]) => `<option value="${k}">${v}</option>`).join("")}</select>
-    <span id="states"></span></p><div class="charts" id="charts"></div><div id="details"></div>`;
+</p><p id="states"></p><div class="charts" id="charts"></div><div id="details"></div>`;
   const plots = {};
   const series = runs.map((run, i) => ({label: `${run.id} ${run.name}`, stroke: COLOURS[i % COLOURS.length], spanGaps: true, width: 1.5}));
 
@@ -140,7 +140,13 @@ async function runPage(ids) {
   }
   function leaveCharts() { charts.forEach(c => c.destroy()); charts = []; document.getElementById("charts").innerHTML = ""; }
   function refresh() { for (const metric in plots) plots[metric].setData(aligned(metric)); }
-  function showStates() { document.getElementById("states").innerHTML = runs.map(run => `${esc(run.id)} ${statusCell(state[run.id])}`).join(" · "); }
+  function latest(run) {  // the newest logged values: what a training run is at now
+    const last = rows[run.id][rows[run.id].length - 1], val = [...rows[run.id]].reverse().find(r => r.val_loss !== undefined);
+    if (!last) return "";
+    return ` step ${fmt(last.step)}, ${compact(last.tokens)} tokens` + (last.train_loss !== undefined ? `, loss ${fmt(last.train_loss)}` : "") +
+      (val ? `, val ${fmt(val.val_loss)} @${val.step}` : "") + (last.tokens_per_s ? `, ${compact(last.tokens_per_s)} tok/s` : "");
+  }
+  function showStates() { document.getElementById("states").innerHTML = runs.map(run => `${esc(run.id)} ${statusCell(state[run.id])}${esc(latest(run))}`).join("<br>"); }
 
   async function poll() {
     let grew = false;
