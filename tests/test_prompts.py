@@ -3,6 +3,7 @@ generated through the KV cache (the same ids as without it), carried by export a
 in one sentence when the suite does not exist, and shown side by side in a study sheet."""
 
 import json
+import sqlite3
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ from ablab.evals.prompts import BUNDLED_PROMPTS, bundled_suites, load_prompts
 from ablab.model.gpt import GPT, KVCache
 from ablab.report.sheets import write_sheet
 from ablab.store.archive import export_lab, import_runs
-from ablab.store.record import RunRecord, run_samples
+from ablab.store.ledger import Ledger
+from ablab.store.record import RunRecord
 from ablab.study import baselines
 from ablab.study.runner import make_plan, run_study
 from ablab.train.launch import resume_run, start_run
@@ -22,6 +24,14 @@ from ablab.train.launch import resume_run, start_run
 from conftest import TINY, run_cli
 
 SUITE = "First Citizen:\n\nROMEO: I\n"  # two prompts; the blank line is no prompt
+
+
+def run_samples(lab, run_id) -> list[dict]:
+    """The run's samples as the ledger holds them, after checking that its samples.jsonl says the same."""
+    with Ledger(lab) as ledger:
+        rows = ledger.samples(run_id)
+    assert rows == RunRecord.open(lab, run_id).samples()
+    return rows
 
 
 def tiny(*extra: str) -> C.Config:
@@ -104,9 +114,21 @@ def test_a_resumed_run_keeps_no_samples_past_its_checkpoint(tmp_path):
     result = json.loads((record.dir / "result.json").read_text()) | {"status": "interrupted"}
     (record.dir / "result.json").write_text(json.dumps(result))
     resume_run(tmp_path, outcome.run_id)
-    after = record.samples()
+    after = run_samples(tmp_path, outcome.run_id)  # the ledger dropped them too, then took step 10's again
     assert [r["step"] for r in after] == [r["step"] for r in before]
     assert after == before  # the same weights at each step give the same continuations
+
+
+def test_samples_a_kill_kept_out_of_the_ledger_come_back_from_the_file(tmp_path):
+    outcome = start_run(tiny(f"eval.prompts={own_suite(tmp_path)}"), tmp_path)
+    written = run_samples(tmp_path, outcome.run_id)
+    # As if killed after samples.jsonl and result.json were written but before the ledger heard of either.
+    conn = sqlite3.connect(tmp_path / ".ablab" / "ledger.sqlite")
+    with conn:
+        conn.execute("DELETE FROM samples")
+        conn.execute("UPDATE runs SET status='running', host='elsewhere', heartbeat=0 WHERE id=?", (outcome.run_id,))
+    conn.close()
+    assert run_samples(tmp_path, outcome.run_id) == written  # opening the ledger reconciled the run
 
 
 # -- refusals -------------------------------------------------------------------------------------------
@@ -170,20 +192,21 @@ seeds = [0]
 """
 
 
-def test_a_study_sheet_shows_each_prompt_with_the_baseline_and_each_arm_side_by_side(tmp_path):
+@pytest.mark.parametrize("executor", ["inline", "local"])  # local: workers send their samples through the driver
+def test_a_study_sheet_shows_each_prompt_with_the_baseline_and_each_arm_side_by_side(tmp_path, executor):
     cfg = C.load(None, [*TINY, "train.max_steps=6", "eval.every=3", "eval.prompt_tokens=10",
                         f"eval.prompts={own_suite(tmp_path)}"])
     baselines.create(tmp_path, baselines.Baseline("tiny", "2026-12-03", cfg, [0]))
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "wide.toml").write_text(STUDY)
     plan = make_plan(tmp_path, tmp_path / "studies" / "wide.toml", probe=False)
-    assert run_study(tmp_path, plan, say=lambda s: None) == "finished"
+    assert run_study(tmp_path, plan, say=lambda s: None, executor=executor,
+                     workers=2 if executor == "local" else None) == "finished"
     text = write_sheet(tmp_path, "wide").read_text()
     section = text.split("### Samples", 1)[1].split("###", 1)[0]
     assert "at step 6" in section
     header = next(line for line in section.splitlines() if line.startswith("| prompt"))
     assert header == "| prompt | mode | baseline | wide |"
-    from ablab.store.ledger import Ledger
     with Ledger(tmp_path) as ledger:
         ids = {arm: ledger.study_runs("wide")[(arm, 0)] for arm in ("baseline", "wide")}
     for arm, run_id in ids.items():

@@ -38,7 +38,9 @@ def every_message(task: Task) -> list[tuple]:
               "example_limit": 0, "seed": 1234, "created_at": now_iso(), "data": {"n": 10, "metrics": {"acc": 0.3}}}]
     writes = {"record_run": (new_run(),), "log_metrics": (RUN_ID, [row]), "log_event": (RUN_ID, event),
               "heartbeat": (RUN_ID, "worker-host", 4242), "finish_run": (RUN_ID, "running", {"steps": 5}, None),
-              "truncate_metrics": (RUN_ID, 5), "record_evals": (evals,)}
+              "truncate_metrics": (RUN_ID, 5), "record_evals": (evals,),
+              "record_samples": (RUN_ID, [{"step": 5, "prompt": "ROMEO:", "mode": "greedy", "seed": None, "text": " I"}]),
+              "truncate_samples": (RUN_ID, 5)}
     assert set(writes) == set(Ledger.RUN_WRITES)
     key = task.key
     return [*[("ledger", key, method, args) for method, args in writes.items()],

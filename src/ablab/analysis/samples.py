@@ -1,15 +1,15 @@
 """A study's prompt-suite continuations side by side: per prompt and mode (greedy, sampled), the
 baseline's and each arm's text at the same step of runs with the same seed, so that a claim about
-generated text rests on one fixed suite read against the baseline. Reads run directories through
-ablab.store; no torch."""
+generated text rests on one fixed suite read against the baseline. Reads the ledger; no torch."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablab.analysis.verdicts import BASELINE_ARM
-from ablab.store.record import run_samples
+from ablab.store.ledger import Ledger
 
 
 @dataclass
@@ -20,15 +20,17 @@ class SampleTable:
     rows: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # (prompt, mode, {arm: text})
 
 
-def side_by_side(lab: Path, spec: dict, cells: dict) -> SampleTable | None:
+def side_by_side(lab: Path, spec: dict, cells: dict, ledger: Ledger | None = None) -> SampleTable | None:
     """The continuations of the first seed at which every arm's run has samples, at the last step they
-    share; None when no seed has samples from every arm (no eval.prompts, or runs not yet sampled)."""
+    share; None when no seed has samples from every arm (no eval.prompts, or runs not yet sampled).
+    `ledger`: one already open (the dashboard's read-only one), else the lab's is opened."""
     arms = sorted(spec["arms"], key=lambda arm: arm != BASELINE_ARM)  # stable: the baseline first
     for seed in spec["seeds"]:
         runs = [cells.get((arm, seed)) for arm in arms]
         if any(run is None for run in runs):
             continue
-        samples = {arm: run_samples(lab, run.id) for arm, run in zip(arms, runs)}
+        with contextlib.nullcontext(ledger) if ledger else Ledger(lab) as reader:
+            samples = {arm: reader.samples(run.id) for arm, run in zip(arms, runs)}
         common = set.intersection(*({row["step"] for row in rows} for rows in samples.values()))
         if not common:
             continue

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import ablab
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run
-from ablab.store.record import RUN_ID_BYTES, content_key, is_run_id, read_jsonl, runs_root
+from ablab.store.record import RUN_ID_BYTES, content_key, is_run_id, read_jsonl, runs_root, sample_rows
 from ablab.store.schema import SCHEMA_VERSION
 
 MANIFEST = "ablab-export.json"
@@ -164,6 +164,7 @@ def _import_directory(ledger: Ledger, lab: Path, folder: Path, run: Run, metrics
         os.replace(tmp, target)
     ledger.import_run(run, metrics, events, notes=[], tags=[])
     ledger.record_evals(read_jsonl(target / "evals.jsonl"))
+    ledger.record_samples(run.id, sample_rows(read_jsonl(target / "samples.jsonl")))
     report.imported.append(run.id)
 
 
@@ -249,6 +250,7 @@ def _import_archive(ledger: Ledger, lab: Path, path: Path, tar: tarfile.TarFile,
                 _extract_run(tar, by_run.get(run_id, []), target)
             ledger.import_run(runs[run_id], entry["metrics"], entry["events"], entry["notes"], entry["tags"])
             ledger.record_evals(read_jsonl(target / "evals.jsonl"))
+            ledger.record_samples(run_id, sample_rows(read_jsonl(target / "samples.jsonl")))
             report.imported.append(run_id)
 
 

@@ -82,7 +82,7 @@ class Ledger(LabTables):
     run makes while it trains, the only ones a worker's LedgerProxy (ablab.store.proxy) carries."""
 
     RUN_WRITES = ("record_run", "log_metrics", "log_event", "heartbeat", "finish_run", "truncate_metrics",
-                  "record_evals")
+                  "record_evals", "record_samples", "truncate_samples")
 
     def __init__(self, lab: Path, timeout: float = 60.0):
         if WORKER_PROCESS:
@@ -166,10 +166,10 @@ class Ledger(LabTables):
                               (status, dump(result), finished_at, time.time(), run_id))
 
     def repair_run(self, run_id: str, seen_heartbeat: float | None, result: dict, metrics: Iterable[dict],
-                   events: Iterable[dict], evals: Iterable[dict]) -> bool:
+                   events: Iterable[dict], evals: Iterable[dict], samples: Iterable[dict] = ()) -> bool:
         """Set a row that reads running or interrupted to what the run's files say (ablab.store.reconcile):
         status, result and finished_at from `result`, with the metric rows, events (the `reconciled` one
-        among them) and benchmark results the files hold, in one transaction. Only while the row is as
+        among them), benchmark results and prompt-suite samples the files hold, in one transaction. Only while the row is as
         it was read (heartbeat `seen_heartbeat`): False, changing nothing, when a process wrote it since."""
         with self._write():
             cursor = self.conn.execute(
@@ -189,6 +189,9 @@ class Ledger(LabTables):
                 f"INSERT OR REPLACE INTO eval_results ({', '.join(EVAL_KEY)}, created_at, data)"
                 f" VALUES ({', '.join('?' * (len(EVAL_KEY) + 2))})",
                 [(*(row[k] for k in EVAL_KEY), row["created_at"], dump(row["data"])) for row in evals])
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO samples (run_id, step, prompt, mode, data) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, row["step"], row["prompt"], row["mode"], dump(row)) for row in samples])
         return True
 
     def add_note(self, run_id: str, text: str, at: str) -> None:
@@ -373,11 +376,11 @@ class Ledger(LabTables):
             "SELECT study, arm, seed FROM study_runs WHERE run_id=? ORDER BY study, arm, seed", (run_id,)))
 
     def delete_run(self, run_id: str) -> dict[str, int]:
-        """Delete one run's rows (the run, its metrics, events, notes, tags, benchmark results and
-        study links) in one transaction, and return how many rows each table lost. Every statement
+        """Delete one run's rows (the run, its metrics, events, notes, tags, benchmark results, samples
+        and study links) in one transaction, and return how many rows each table lost. Every statement
         names this run id, so no other run's rows are touched."""
         tables = {"metrics": "run_id", "events": "run_id", "notes": "run_id", "tags": "run_id",
-                  "eval_results": "run_id", "study_runs": "run_id", "runs": "id"}
+                  "eval_results": "run_id", "samples": "run_id", "study_runs": "run_id", "runs": "id"}
         with self._write():
             return {table: self.conn.execute(f"DELETE FROM {table} WHERE {column}=?", (run_id,)).rowcount
                     for table, column in tables.items()}

@@ -158,5 +158,7 @@ WRITE_SCHEMA: dict[str, tuple[Callable[[str, Any], Any], ...]] = {
     "finish_run": (_run_id, _status, _dict, _opt_str),
     "truncate_metrics": (_run_id, _int),
     "record_evals": (_list_of(_eval_row),),
+    "record_samples": (_run_id, _list_of(_with({"step": _int, "prompt": _str, "mode": _str, "text": _str}))),
+    "truncate_samples": (_run_id, _int),
 }
 assert set(WRITE_SCHEMA) == set(Ledger.RUN_WRITES), "every run write has a schema"

@@ -27,7 +27,7 @@ from pathlib import Path
 from ablab.errors import UserError
 from ablab.store.archive import run_from_directory
 from ablab.store.ledger import Ledger, live_status, pending_path, pending_root
-from ablab.store.record import is_run_id, now_iso, read_jsonl, runs_root
+from ablab.store.record import is_run_id, now_iso, read_jsonl, runs_root, sample_rows
 from ablab.store.schema import EVAL_KEY
 
 SETTLED = ("finished", "diverged", "failed")  # what a result.json says once its run has ended for good
@@ -63,7 +63,8 @@ def settle(ledger: Ledger, run_id: str, status: str, heartbeat: float | None) ->
     events = [e for e in read_jsonl(folder / "events.jsonl") if {"step", "kind", "time"} <= e.keys()]
     evals = [row for row in read_jsonl(folder / "evals.jsonl")
              if {*EVAL_KEY, "created_at", "data"} <= row.keys() and row["run_id"] == run_id]
-    if not ledger.repair_run(run_id, heartbeat, result, metrics, [*events, event], evals):
+    samples = sample_rows(read_jsonl(folder / "samples.jsonl"))
+    if not ledger.repair_run(run_id, heartbeat, result, metrics, [*events, event], evals, samples):
         return False  # a process wrote the row since it was read: it is alive, and the row is its
     _append_event(folder, event)
     return True

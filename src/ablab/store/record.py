@@ -75,9 +75,12 @@ def runs_root(lab: Path) -> Path:
     return lab / ".ablab" / "runs"
 
 
-def run_samples(lab: Path, run_id: str) -> list[dict]:
-    """A run's prompt-suite continuations (samples.jsonl), oldest first; [] when it has none."""
-    return read_jsonl(runs_root(lab) / run_id / "samples.jsonl")
+def sample_rows(rows: list[dict]) -> list[dict]:
+    """The rows of a samples.jsonl that have the fields the ledger keys them by (a hand-edited or
+    foreign file's other lines are left in the file, out of the ledger)."""
+    kinds = {"step": int, "prompt": str, "mode": str, "text": str}
+    return [row for row in rows if all(isinstance(row.get(key), kind) and not isinstance(row.get(key), bool)
+                                       for key, kind in kinds.items())]
 
 
 RUN_ID_BYTES = 4  # a run id is this many random bytes in lowercase hex (RunRecord.create)
@@ -230,6 +233,7 @@ class RunRecord:
         if rows:
             with open(self.dir / "samples.jsonl", "a", encoding="utf-8") as f:
                 f.write("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+            self.ledger.record_samples(self.run_id, rows)
 
     def heartbeat(self) -> None:
         self.ledger.heartbeat(self.run_id)
@@ -252,6 +256,7 @@ class RunRecord:
         path = self.dir / "samples.jsonl"
         if not path.exists():
             return
+        self.ledger.truncate_samples(self.run_id, after_step)
         kept = [row for row in self.samples() if row.get("step", 0) <= after_step]
         tmp = self.dir / ".samples.jsonl.tmp"
         with open(tmp, "w", encoding="utf-8") as f:

@@ -84,7 +84,17 @@ CREATE TABLE scaling_fits (
 CREATE INDEX scaling_fits_name ON scaling_fits (name);
 """
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]  # MIGRATIONS[i] takes a ledger from version i to i + 1
+# Version 5 keeps each run's continuations of its prompt suite (eval.prompts): one row per (run, step,
+# prompt, mode), in the order they were written (rowid), so a step's prompts read back in suite order.
+SCHEMA_V5 = """
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step INTEGER NOT NULL, prompt TEXT NOT NULL, mode TEXT NOT NULL,
+    data TEXT NOT NULL,          -- JSON: the samples.jsonl row (step, prompt, mode, seed, text)
+    UNIQUE (run_id, step, prompt, mode)
+);
+"""
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]  # MIGRATIONS[i] takes a ledger from version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 EVAL_KEY = ("run_id", "step", "task", "task_version", "num_fewshot", "example_limit", "seed")  # eval_results' key
 

@@ -132,6 +132,24 @@ class LabTables:
             " ORDER BY run_id, step, task, created_at", params)
         return [{**dict(zip(EVAL_KEY, row[:-2])), "created_at": row[-2], **json.loads(row[-1])} for row in rows]
 
+    # -- prompt-suite continuations (schema version 5): keyed by run, step, prompt and mode ---------
+    def record_samples(self, run_id: str, rows: Iterable[dict]) -> None:
+        """A run's continuations of its prompt suite (samples.jsonl rows); a row with the same step,
+        prompt and mode replaces the earlier one."""
+        with self._write():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO samples (run_id, step, prompt, mode, data) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, row["step"], row["prompt"], row["mode"], dump(row)) for row in rows])
+
+    def truncate_samples(self, run_id: str, after_step: int) -> None:
+        with self._write():
+            self.conn.execute("DELETE FROM samples WHERE run_id=? AND step>?", (run_id, after_step))
+
+    def samples(self, run_id: str) -> list[dict]:
+        """A run's continuations, by step, each step's in the order they were written (the suite's)."""
+        rows = self.conn.execute("SELECT data FROM samples WHERE run_id=? ORDER BY step, id", (run_id,))
+        return [json.loads(data) for (data,) in rows]
+
     # -- scaling-law fits (schema version 4): kind, compute convention, what they were fitted to ----
     def save_fit(self, name: str, kind: str, convention: str, data: dict, baseline: str | None = None,
                  at: str = "") -> int:
