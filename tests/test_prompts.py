@@ -165,6 +165,9 @@ def test_export_then_import_keeps_the_samples(tmp_path):
     export_lab(lab, archive, [outcome.run_id])
     assert import_runs(other, [archive]).imported == [outcome.run_id]
     assert run_samples(other, outcome.run_id) == run_samples(lab, outcome.run_id) != []
+    with Ledger(other) as ledger:
+        assert ledger.delete_run(outcome.run_id)["samples"] == len(run_samples(lab, outcome.run_id))
+        assert ledger.samples(outcome.run_id) == []
 
 
 # -- the study sheet -------------------------------------------------------------------------------------
