@@ -10,7 +10,6 @@ import signal
 import pytest
 
 from ablab import config as C
-from ablab.cli.main import _progress
 from ablab.errors import ConfigError
 from ablab.store.record import RunRecord
 from ablab.train import hardware, loop
@@ -117,17 +116,6 @@ def test_ablab_run_prints_the_schedule_warnings_before_training(tmp_path):
     result = run_cli("run", *TINY, "train.max_steps=8", "eval.points=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warning: schedule.warmup_steps = 50 is 625% of the run's 8 steps" in result.stdout
-
-
-def test_the_progress_bar_says_which_step_its_val_loss_is_from():
-    show = _progress()
-    with show:
-        show(0, {"step": 0, "val_loss": 4.17})
-        assert show.bar.tasks[0].fields["info"] == "val 4.1700 @0"
-        show(10, {"step": 10, "train_loss": 3.2, "tokens_per_s": 5000.0})
-        assert show.bar.tasks[0].fields["info"] == "loss 3.2000  5,000 tok/s  val 4.1700 @0"
-        show(20, {"step": 20, "train_loss": 2.9, "tokens_per_s": 5000.0, "val_loss": 2.95})
-        assert show.bar.tasks[0].fields["info"] == "loss 2.9000  5,000 tok/s  val 2.9500 @20"
 
 
 # --- MFU ---------------------------------------------------------------------------------------------

@@ -88,12 +88,16 @@ class Study:
         return runner.make_plan(self.lab, self._file(), probe=probe)
 
     def run(self, executor: str | Executor = "inline", workers: int | None = None, retries: int = 0,
-            say: Callable[[str], None] = print, plan: Plan | None = None) -> str:
+            say: Callable[[str], None] = print, plan: Plan | None = None,
+            progress_for: Callable[[str, int], ProgressFn | None] | None = None,
+            on_cell: Callable[[str, int, str], None] | None = None) -> str:
         """Train every arm over every seed (finished runs reused, interrupted ones resumed) on
         `executor`; returns 'finished', 'failed' or 'interrupted'. Given the `plan` that was shown,
-        it runs from that one instead of planning (and probing) again."""
+        it runs from that one instead of planning (and probing) again. `progress_for(arm, seed)` gives
+        each run's (step, row) callback; `on_cell(arm, seed, status)` hears of each cell as it is done."""
         plan = plan or self.plan()
-        return runner.run_study(self.lab, plan, say=say, executor=executor, workers=workers, retries=retries)
+        return runner.run_study(self.lab, plan, progress_for, say=say, executor=executor, workers=workers,
+                                retries=retries, on_cell=on_cell)
 
     def status(self) -> dict[tuple[str, int], Run | None]:
         """{(arm, seed): its run, or None where it has not run}."""
@@ -133,9 +137,11 @@ class BaselineHandle:
     def seeds(self) -> list[int]:
         return self.baseline.seeds
 
-    def run(self, say: Callable[[str], None] = print) -> dict[str, float]:
-        """Train (or reuse) the baseline at each of its seeds; its seed-noise floor per final metric."""
-        return runner.run_baseline(self.lab, self.ref, say=say)
+    def run(self, say: Callable[[str], None] = print, progress_for: Callable[[str, int], ProgressFn | None] | None = None,
+            on_cell: Callable[[str, int, str], None] | None = None) -> dict[str, float]:
+        """Train (or reuse) the baseline at each of its seeds; its seed-noise floor per final metric.
+        `progress_for` and `on_cell` as for Study.run (the arm is the baseline's NAME@DATE)."""
+        return runner.run_baseline(self.lab, self.ref, progress_for, say=say, on_cell=on_cell)
 
 
 @dataclass
@@ -253,10 +259,12 @@ class Lab:
                            list(tokens) if tokens else None, list(seeds) if seeds else None)
 
     def ladder(self, plan: Ladder, executor: str | Executor = "inline", convention: str = "6ND",
-               say: Callable[[str], None] = print) -> LadderOutcome:
-        """Train a scaling ladder's rungs like a study's cells, then fit L(C), L(N), L(N, D) and the
-        IsoFLOP minima to them, store the fits as the baseline's law and draw them."""
-        state = run_ladder(self.path, plan, say=say, executor=executor)
+               say: Callable[[str], None] = print, progress_for: Callable[[str, int], ProgressFn | None] | None = None,
+               on_cell: Callable[[str, int, str], None] | None = None) -> LadderOutcome:
+        """Train a scaling ladder's rungs like a study's cells (`progress_for` and `on_cell` as for
+        Study.run), then fit L(C), L(N), L(N, D) and the IsoFLOP minima to them, store the fits as
+        the baseline's law and draw them."""
+        state = run_ladder(self.path, plan, progress_for, say=say, executor=executor, on_cell=on_cell)
         if state != "finished":
             return LadderOutcome(state)
         points = ledger_points(self.path, study=plan.study, convention=convention)

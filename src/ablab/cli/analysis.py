@@ -10,6 +10,7 @@ import typer
 
 from ablab.cli.common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, console, lab_dir,
                               make_executor, number_list, seed_list)
+from ablab.cli.progress import Display, QuietOpt, StudyBars, watching_preparation
 from ablab.lab import check_output_path
 
 analysis_app = typer.Typer()
@@ -163,7 +164,8 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
            convention: str = typer.Option("6ND", help="Compute convention of the fits: 6ND or 6ND+attn."),
            yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
            executor: str = ExecutorOpt, workers: Optional[int] = WorkersOpt, address: Optional[str] = AddressOpt,
-           retries: int = RetriesOpt, retry_on: str = RetryOnOpt, lab: Optional[Path] = LabOpt) -> None:
+           retries: int = RetriesOpt, retry_on: str = RetryOnOpt, quiet: bool = QuietOpt,
+           lab: Optional[Path] = LabOpt) -> None:
     """Plan and run a scaling ladder of a baseline (sizes x budgets, an IsoFLOP grid) like a study,
     then fit L(C), L(N), L(N, D) and the IsoFLOP minima, and store the law under the baseline's date.
 
@@ -187,7 +189,12 @@ def ladder(ref: str = typer.Argument(..., help="Baseline NAME@DATE to scale."),
     console.print(f"{len(plan.rungs)} rungs x {len(plan.seeds)} seeds = {len(plan.rungs) * len(plan.seeds)} runs")
     if not yes and not typer.confirm("Run this ladder?"):
         raise typer.Exit(1)
-    outcome = the_lab.ladder(plan, runner, convention, say=console.print)
+    with Display(quiet) as display, watching_preparation(display):
+        configs = {rung.name: rung.config for rung in plan.rungs}
+        bars = StudyBars(display, f"ladder {plan.baseline.ref}", len(plan.rungs) * len(plan.seeds),
+                         lambda rung, seed: configs[rung])
+        outcome = the_lab.ladder(plan, runner, convention, say=console.print,
+                                 progress_for=bars.progress_for, on_cell=bars.on_cell)
     if outcome.state != "finished":
         console.print(f"{outcome.state}; run the same command again to train only what is missing")
         raise typer.Exit(130 if outcome.state == "interrupted" else 1)

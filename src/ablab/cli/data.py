@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ablab import config as config_mod
 from ablab.cli.common import bounded, console
+from ablab.cli.progress import Display, QuietOpt, watching_preparation
 
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown",
                        help="List and prepare corpora.\n\nExample: `ablab data list`, `ablab data prepare tinystories`")
@@ -56,7 +57,8 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
                                             help="Shard files of a sharded corpus (0: its default)."),
                  vocab_size: int = typer.Option(4096, callback=bounded(257, 1_000_000), help="BPE vocabulary size."),
                  seq_len: int = typer.Option(256, callback=bounded(1, config_mod.MAXIMA["data.seq_len"]),
-                                             help="Only checked: both splits must hold a sequence.")) -> None:
+                                             help="Only checked: both splits must hold a sequence."),
+                 quiet: bool = QuietOpt) -> None:
     """Resolve, download if needed, tokenize and cache a corpus; print its fingerprint.
 
     Example: `ablab data prepare wikitext-2 --tokenizer bpe --vocab-size 8192`
@@ -67,7 +69,8 @@ def data_prepare(corpus: str = typer.Argument(..., help="Corpus name or path (.t
     cfg = config_mod.load(None, [f"data.corpus={corpus}", f"data.tokenizer={tokenizer}",
                                  f"data.vocab_size={vocab_size}", f"data.seq_len={seq_len}",
                                  f"data.shards={shards}"])
-    prepared = prepare_data(cfg.data)
+    with Display(quiet) as display, watching_preparation(display):
+        prepared = prepare_data(cfg.data)
     BatchSampler(prepared.train, seq_len, 1, 0), val_batches(prepared.val, seq_len, seq_len, 1)  # each split holds one
     for key in ("corpus", "source", "split", "n_train_tokens", "n_train_documents", "n_val_tokens", "val_bytes"):
         console.print(f"{key:>17}: {prepared.meta.get(key)}")

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ablab.cli.common import LabOpt, bounded, console, lab_dir
+from ablab.cli.progress import Display, ExampleBars, QuietOpt
 from ablab.config import SEED_LIMIT
 from ablab.lab import check_output_path
 
@@ -32,7 +33,7 @@ def eval_run(run_id: str = typer.Argument(..., help="Run id (a unique prefix is 
              harness: Optional[str] = typer.Option(None, help="Run an lm-evaluation-harness task name or YAML "
                                                                "instead (the 'harness' extra)."),
              as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-             lab: Optional[Path] = LabOpt) -> None:
+             quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
     """Score a run's newest checkpoint on benchmarks; results are stored with the run and in the ledger.
 
     Prints each task's score in the metric its reports read (multiple choice: acc, the summed
@@ -53,8 +54,9 @@ def eval_run(run_id: str = typer.Argument(..., help="Run id (a unique prefix is 
         if not as_json:
             console.print(f"  {task}: {result.n} examples scored", style="dim")
 
-    report = evaluate_run(lab_dir(lab), run_id, task_names(tasks), limit or None, fewshot, seed, batch_size,
-                          progress, metric=metric)
+    with Display(quiet) as display:  # on stderr: --json keeps stdout one document
+        report = evaluate_run(lab_dir(lab), run_id, task_names(tasks), limit or None, fewshot, seed, batch_size,
+                              progress, metric=metric, examples=ExampleBars(display))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return

@@ -8,7 +8,6 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ablab import config as config_mod
 from ablab.cli import boundary
@@ -17,6 +16,7 @@ from ablab.cli.common import LabOpt, bounded, console, lab_dir
 from ablab.cli.config import config_app
 from ablab.cli.data import data_app
 from ablab.cli.evals import evals_app
+from ablab.cli.progress import QuietOpt, run_bar, watching_preparation
 from ablab.cli.report import report_app
 from ablab.cli.runs import runs_app
 from ablab.cli.study import baseline_app, study_app
@@ -79,7 +79,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
         nproc: Optional[int] = typer.Option(None, "--nproc", callback=bounded(1, config_mod.MAXIMA["train.nproc"], 2),
                                             help="Data-parallel processes (train.nproc); "
                                             "data.batch_size must divide by it."),
-        log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
+        log_to: str = LogToOpt, quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
     """Train one run of a config with overrides, and write its record under `.ablab/runs/<id>/`.
 
     A finished run with the same config, seed, data and code is reused instead (`--force` reruns).
@@ -100,7 +100,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
                   f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
     for warning in config_mod.schedule_warnings(cfg, config_mod.budget_steps(cfg)) + _epoch_warnings(cfg):
         console.print(f"warning: {warning}", markup=False, soft_wrap=True)
-    with _progress() as show:
+    with run_bar(quiet, cfg) as show, watching_preparation(show.display):
         outcome = Lab(lab_dir(lab)).run(cfg, progress=show, force=force, log_to=log_to.split(","))
     if outcome.reused:
         console.print(f"reusing finished run {outcome.run_id}: same config, seed, data and code "
@@ -113,7 +113,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
            nproc: Optional[int] = typer.Option(None, "--nproc", callback=bounded(1, config_mod.MAXIMA["train.nproc"], 2),
                                                help="Data-parallel processes (default: as "
                                                "the run was trained); data.batch_size must divide by it."),
-           log_to: str = LogToOpt, lab: Optional[Path] = LabOpt) -> None:
+           log_to: str = LogToOpt, quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
     """Continue an interrupted run from its newest intact checkpoint, to the same result.
 
     A run trained with `--nproc N` resumes on N processes unless `--nproc` says otherwise.
@@ -133,7 +133,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id (a unique prefix is en
             record.release()
             raise typer.Exit(distributed.launch(cfg, sys.argv[1:], processes, override=False))
 
-    with _progress() as show:
+    with run_bar(quiet, RunRecord.open(lab_dir(lab), run_id).config()) as show:
         outcome = Lab(lab_dir(lab)).resume(run_id, show, log_to=log_to.split(","))
     _report(outcome)
 
@@ -235,37 +235,6 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Report what would 
                           f"{run.bytes / 1e6:.1f} MB; keeps {kept}")
     verb = "would free" if dry_run else "freed"
     console.print(f"{verb} {r.bytes / 1e6:.1f} MB: {r.removed} checkpoints of {len(r.runs)} finished or diverged runs")
-
-
-class _progress:
-    """A rich progress bar fed by the training loop's (step, row) callback; it appears at the first
-    step, so errors during set-up print alone."""
-
-    def __init__(self):
-        self.bar = Progress(TextColumn("step {task.completed:>6.0f}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                            TimeElapsedColumn(), console=err_console)
-        self.task = None
-        self.last_train = self.last_val = ""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.task is not None:
-            self.bar.stop()
-
-    def __call__(self, step: int, row: dict | None) -> None:
-        if self.task is None:
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=None, info="")
-        info = None
-        if row is not None:
-            if "val_loss" in row:  # with its step: a val loss is measured far less often than the bar moves
-                self.last_val = f"val {row['val_loss']:.4f} @{step}"
-            if "train_loss" in row:
-                self.last_train = f"loss {row['train_loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s"
-            info = "  ".join(part for part in (self.last_train, self.last_val) if part)
-        self.bar.update(self.task, completed=step, **({"info": info} if info else {}))
 
 
 def _epoch_warnings(cfg) -> list[str]:

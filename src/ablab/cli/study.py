@@ -13,6 +13,7 @@ from rich.table import Table
 from ablab import config as config_mod
 from ablab.cli.common import (AddressOpt, ExecutorOpt, LabOpt, RetriesOpt, RetryOnOpt, WorkersOpt, bounded, console,
                               lab_dir, make_executor, seed_list)
+from ablab.cli.progress import Display, QuietOpt, StudyBars, plan_bars, watching_preparation
 from ablab.errors import UserError
 from ablab.lab import check_name
 from ablab.study import baselines
@@ -43,14 +44,18 @@ def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main.
 
 
 @baseline_app.command("run")
-def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), lab: Optional[Path] = LabOpt) -> None:
+def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), quiet: bool = QuietOpt,
+                 lab: Optional[Path] = LabOpt) -> None:
     """Train the baseline at each of its seeds (reusing finished runs) and measure its noise floor.
 
     Example: `ablab baseline run main@2026-11-21`
     """
     from ablab.api import Lab  # here, not at the top: `ablab --help` imports no torch
 
-    floor = Lab(lab_dir(lab)).baseline(ref).run(say=console.print)
+    handle = Lab(lab_dir(lab)).baseline(ref)
+    with Display(quiet) as display, watching_preparation(display):
+        bars = StudyBars(display, f"baseline {handle.ref}", len(handle.seeds), lambda arm, seed: handle.config)
+        floor = handle.run(say=console.print, progress_for=bars.progress_for, on_cell=bars.on_cell)
     console.print("seed-noise floor (std over seeds): " +
                   ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
 
@@ -62,13 +67,13 @@ def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
                    tasks: str = typer.Option("choice,lambada,arithmetic", "--tasks", "-t", help="Tasks or suites."),
                    limit: int = typer.Option(200, callback=bounded(0), help="Examples per task (a seeded subset); "
                                                                              "0 = all."),
-                   lab: Optional[Path] = LabOpt) -> None:
+                   quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
     """Three-tier baselines: chance, the baseline after a few steps and after more, at each of its
     seeds; then checks consistency over seeds (std < 0.02) and trained > untrained > chance per task.
 
     Example: `ablab baseline tiers cpu@2026-11-21 --steps 20,100 --tasks choice,lambada --limit 200`
     """
-    from ablab.study.tiers import PLAN_STEPS, run_tiers
+    from ablab.study.tiers import PLAN_STEPS, run_tiers, tier_config
 
     try:
         pair = tuple(int(s) for s in steps.split(","))
@@ -76,7 +81,12 @@ def baseline_tiers(ref: str = typer.Argument(..., help="NAME@DATE"),
         pair = ()
     if len(pair) != 2:
         raise UserError(f"--steps {steps!r} is not two step counts; write e.g. --steps 100,1000.")
-    report = run_tiers(lab_dir(lab), ref, pair, tasks, limit or None, say=console.print)
+    with Display(quiet) as display, watching_preparation(display):
+        base = baselines.load(lab_dir(lab), ref)
+        bars = StudyBars(display, f"tiers {base.ref}", len(pair) * len(base.seeds),
+                         lambda steps, seed: tier_config(base.config, base.ref, steps, seed))
+        report = run_tiers(lab_dir(lab), ref, pair, tasks, limit or None, bars.progress_for,
+                           say=console.print, on_cell=bars.on_cell)
     low, high = report.steps
     if report.scaled_down:
         console.print(f"tiers at {low} and {high} steps, scaled down from the plan's {PLAN_STEPS[0]} and {PLAN_STEPS[1]}")
@@ -282,7 +292,7 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
               executor: str = ExecutorOpt, workers: Optional[int] = WorkersOpt,
               address: Optional[str] = AddressOpt, retries: int = RetriesOpt, retry_on: str = RetryOnOpt,
-              lab: Optional[Path] = LabOpt) -> None:
+              quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
     """Show the plan, confirm, run every arm over every seed (reusing finished runs), write the sheet.
 
     Example: `ablab study run studies/muon-lr.toml --yes --executor local --workers 2`
@@ -295,7 +305,10 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
     print_plan(plan)
     if not yes and not typer.confirm("Run this study?"):
         raise typer.Exit(1)
-    state = study.run(runner, say=console.print, plan=plan)
+    with Display(quiet) as display, watching_preparation(display):
+        bars = plan_bars(display, plan)
+        state = study.run(runner, say=console.print, plan=plan, progress_for=bars.progress_for,
+                          on_cell=bars.on_cell)
     sheet = study.sheet()
     _print_verdicts(lab_dir(lab), plan.spec.name)
     console.print(f"sheet: {sheet}")

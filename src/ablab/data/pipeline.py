@@ -10,8 +10,10 @@ those of encoding each split's whole text at once.
 from __future__ import annotations
 
 import hashlib
-import sys
 from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -30,7 +32,7 @@ class Scan:
     text_sha256: str  # split.corpus_sha256 of the corpus, computed while streaming
     plan: SplitPlan
     total_bytes: int  # UTF-8 bytes of all its text, both splits
-    total_chars: int  # characters of all its text, both splits (what a Progress counts)
+    total_chars: int  # characters of all its text, both splits
     chars: set[str] | None  # every character of the corpus (when asked for: the char tokenizer)
 
 
@@ -188,7 +190,7 @@ class TokenWriter:
         rest = text[cut:]
         self.buffer, self.buffered = ([rest] if rest else []), len(rest)
         if self.progress is not None:
-            self.progress.advance(cut)
+            self.progress.advance(len(text[:cut].encode("utf-8")), len(done) + (1 if final and self.n_docs else 0))
 
     def close(self) -> np.ndarray:
         """Flush, close the file and return the document table: int64 (n_docs, 2) of cumulative
@@ -261,23 +263,37 @@ def training_sample(corpus: str, cfg: Any, max_bytes: int) -> str:
     return training_text_sample(opened, scan(opened, cfg.val_fraction).plan, max_bytes)[0]
 
 
+PrepareProgress = Callable[[str, int, int, int], None]  # (label, bytes done, bytes in all, documents done)
+# Who watches tokenizing: set by a command for its duration (cli.progress.watching_preparation), so that
+# a corpus prepared deep inside a run or a study reports without every caller passing a callback down.
+watcher: ContextVar[PrepareProgress | None] = ContextVar("ablab_prepare_progress", default=None)
+
+
+@contextmanager
+def watching(callback: PrepareProgress | None) -> Iterator[None]:
+    """Report tokenizing to `callback` while the block runs."""
+    token = watcher.set(callback)
+    try:
+        yield
+    finally:
+        watcher.reset(token)
+
+
 class Progress:
-    """A progress bar on stderr over `total` characters, shown only when stderr is a terminal."""
+    """Tokenizing of `total_bytes` of text, reported to the watcher set now (none: silent) as bytes
+    done and documents done, after each chunk of CHUNK_CHARS characters."""
 
-    def __init__(self, total: int, label: str):
-        self.bar: Any = None
-        if sys.stderr.isatty() and total > CHUNK_CHARS:
-            from rich.console import Console
-            from rich.progress import Progress as Bar
+    def __init__(self, total_bytes: int, label: str):
+        self.report, self.total, self.label = watcher.get(), total_bytes, label
+        self.done = self.documents = 0
+        if self.report is not None:  # at once: the watcher's clock starts with the work
+            self.report(label, 0, total_bytes, 0)
 
-            self.bar = Bar(console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task(f"tokenizing {label}", total=total)
-            self.bar.start()
-
-    def advance(self, chars: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, chars)
+    def advance(self, n_bytes: int, documents: int) -> None:
+        if self.report is not None:
+            self.done, self.documents = self.done + n_bytes, self.documents + documents
+            self.report(self.label, min(self.done, self.total), self.total, self.documents)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        if self.report is not None and self.done < self.total:  # the last line says all of it
+            self.report(self.label, self.total, self.total, self.documents)

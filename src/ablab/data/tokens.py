@@ -183,7 +183,7 @@ def _build(folder: Path, corpus: Corpus, scanned: Scan, cfg: DataConfig, tokeniz
         tokenizer = _fit(corpus, scanned, cfg, meta)
     dtype = _dtype_name(tokenizer)
     temp = _temp_folder(folder)
-    progress = Progress(scanned.total_chars, corpus.label)
+    progress = Progress(scanned.total_bytes, corpus.label)
     try:
         train = TokenWriter(temp / "train.bin", tokenizer, DTYPES[dtype], progress)
         val = TokenWriter(temp / "val.bin", tokenizer, DTYPES[dtype], progress)

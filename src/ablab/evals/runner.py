@@ -20,18 +20,22 @@ from ablab.evals.specfile import resolve_tasks, task_names
 from ablab.evals.tasks import TaskSpec, load_examples
 
 ProgressFn = Callable[[str, TaskResult], None]
+ExamplesFn = Callable[[str, int, int], None]  # (task, examples scored, examples in the task)
 
 
 def evaluate_model(model: torch.nn.Module, tokenizer: Tokenizer, specs: list[TaskSpec], limit: int | None = None,
                    num_fewshot: int = 0, seed: int = 0, batch_size: int = 16,
-                   progress: ProgressFn | None = None) -> tuple[list[TaskResult], dict[str, str]]:
+                   progress: ProgressFn | None = None,
+                   examples: ExamplesFn | None = None) -> tuple[list[TaskResult], dict[str, str]]:
     """(results, {task: why it gave no score}): a task the model's tokenizer cannot encode at all
-    (a char vocabulary) is reported, not fatal, so the other tasks' scores are kept."""
+    (a char vocabulary) is reported, not fatal, so the other tasks' scores are kept. `progress` hears
+    of each task scored, `examples(task, done, total)` of the examples scored within it."""
     results, unmeasured = [], {}
     for spec in specs:
+        told = (lambda done, total, name=spec.name: examples(name, done, total)) if examples else None
         try:
             result = evaluate_task(model, tokenizer, spec, limit=limit or None, num_fewshot=num_fewshot, seed=seed,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, progress=told)
         except TaskNotEncodable as err:
             unmeasured[spec.name] = str(err)
             continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -187,10 +188,27 @@ def score_choices(model: torch.nn.Module, tokenizer: Tokenizer, requests: list[l
     return scores
 
 
+BATCHES_PER_PART = 8  # examples are scored this many batches at a time, so progress can be told between parts
+
+
+def _in_parts(items: list, score: Callable[[list], list], size: int,
+              progress: Callable[[int, int], None] | None) -> list:
+    """score(items), `size` items at a time (each item's result does not depend on the others in its
+    part), telling `progress(done, total)` after each part."""
+    results: list = []
+    for start in range(0, len(items), size):
+        results += score(items[start : start + size])
+        if progress is not None:
+            progress(len(results), len(items))
+    return results
+
+
 def evaluate_task(model: torch.nn.Module, tokenizer: Tokenizer, spec: TaskSpec, limit: int | None = None,
-                  num_fewshot: int = 0, seed: int = 0, batch_size: int = 16) -> TaskResult:
+                  num_fewshot: int = 0, seed: int = 0, batch_size: int = 16,
+                  progress: Callable[[int, int], None] | None = None) -> TaskResult:
     """Score `limit` examples of the task (a subset drawn with `seed`; all when None). Deterministic
-    for a seed: the subset, the few-shot draws and the F1 bootstrap all come from it."""
+    for a seed: the subset, the few-shot draws and the F1 bootstrap all come from it. `progress(done,
+    total)` hears of the examples scored, every BATCHES_PER_PART batches."""
     pool = load_examples(spec)
     if limit is None or limit >= len(pool):
         indices = list(range(len(pool)))
@@ -199,15 +217,21 @@ def evaluate_task(model: torch.nn.Module, tokenizer: Tokenizer, spec: TaskSpec, 
     kept, prefixes = _prompts(spec, tokenizer, pool, indices, num_fewshot, seed)
     examples = [pool[i] for i in kept]
     contexts = [prefix + ex.context for prefix, ex in zip(prefixes, examples)]
+    part = batch_size * BATCHES_PER_PART
+    if progress is not None:
+        progress(0, len(examples))
     if spec.type == "generation":
-        completions = generate_until(model, tokenizer, contexts, spec.until, spec.max_gen_tokens, batch_size)
+        completions = _in_parts(contexts, lambda some: generate_until(model, tokenizer, some, spec.until,
+                                                                      spec.max_gen_tokens, batch_size), part, progress)
         metrics = generation_metrics([ex.choices for ex in examples], completions, seed)
     elif spec.type == "last_word":
         requests = [(ctx, ex.continuations[ex.gold]) for ctx, ex in zip(contexts, examples)]
-        metrics = _last_word_metrics(loglikelihood(model, tokenizer, requests, batch_size))
+        metrics = _last_word_metrics(_in_parts(requests, lambda some: loglikelihood(model, tokenizer, some, batch_size),
+                                               part, progress))
     else:
         requests = choice_requests(examples, prefixes)
-        scores = [s for group in score_choices(model, tokenizer, requests, batch_size) for s in group]
+        per_example = _in_parts(requests, lambda some: score_choices(model, tokenizer, some, batch_size), part, progress)
+        scores = [s for group in per_example for s in group]
         tokens = [len(encode_pair(tokenizer, ctx, cont)[1]) for pairs in requests for ctx, cont in pairs]
         metrics = _multiple_choice_metrics(examples, scores, tokens, spec.metric)
     return TaskResult(spec.name, spec.version, len(examples), num_fewshot, seed, metrics,

@@ -115,14 +115,15 @@ def plan_ladder(lab: Path, ref: str, sizes: list[tuple[int, int]], flops: list[f
 
 
 def run_ladder(lab: Path, ladder: Ladder, progress_for: Callable | None = None, say: Callable = print,
-               executor: str | executors.Executor = "inline") -> str:
-    """Train every (seed, rung) not finished yet on `executor`, as a study trains its cells;
-    'finished', 'failed' (some run raised; the others went on) or 'interrupted'."""
+               executor: str | executors.Executor = "inline", on_cell: Callable | None = None) -> str:
+    """Train every (seed, rung) not finished yet on `executor`, as a study trains its cells (with
+    run_study's `progress_for` and `on_cell`); 'finished', 'failed' (some run raised; the others
+    went on) or 'interrupted'."""
     runner = executor if isinstance(executor, executors.Executor) else executors.get(executor, lab=lab)
     with Ledger(lab) as ledger:
         ledger.save_study(ladder.study, ladder.baseline.ref, {
             "kind": "ladder", "name": ladder.study, "seeds": ladder.seeds, "metric": "val_loss", "read_at": "final",
             "arms": {r.name: r.changes for r in ladder.rungs}, "skipped": ladder.skipped})
         rungs = [Arm(rung.name, rung.changes, rung.config) for rung in ladder.rungs]
-        states = train_cells(lab, ledger, ladder.study, ladder.seeds, rungs, runner, progress_for, say)
+        states = train_cells(lab, ledger, ladder.study, ladder.seeds, rungs, runner, progress_for, say, on_cell)
     return next((state for state in ("interrupted", "failed") if state in states), "finished")

@@ -169,13 +169,17 @@ def with_seed(cfg: Config, seed: int, name: str) -> Config:
     return config_mod.replace(cfg, {"seed": seed, "name": name})
 
 
+OnCell = Callable[[str, int, str], None]  # (arm, seed, 'reused' or the status its run ended with): a cell is done
+
+
 def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | None = None,
               say: Callable[[str], None] = print, executor: str | executors.Executor = "inline",
-              workers: int | None = None, retries: int = 0) -> str:
+              workers: int | None = None, retries: int = 0, on_cell: OnCell | None = None) -> str:
     """Train every (seed, arm) that is not finished yet on `executor` (ablab.executors.base), dispatched
     seeds outermost so that an interrupted study already holds complete pairs. Reuse and resume are
     decided here, on the driver, before anything is dispatched. `executor` is a name (with `workers`
-    and `retries`) or an Executor already set up (ablab.executors.base.get). Returns 'finished', 'failed' (some
+    and `retries`) or an Executor already set up (ablab.executors.base.get). `progress_for(arm, seed)` gives
+    a run's (step, row) callback and `on_cell` hears of each cell as it is done. Returns 'finished', 'failed' (some
     run raised; the others went on, and running the study again retries it) or 'interrupted'."""
     spec = plan.spec
     runner = executor if isinstance(executor, executors.Executor) else \
@@ -183,7 +187,7 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
     with Ledger(lab) as ledger:
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
         states = train_cells(lab, ledger, spec.name, spec.seeds, [row.arm for row in plan.rows], runner,
-                             progress_for, say)
+                             progress_for, say, on_cell)
     _store_noise_floor(lab, plan.baseline)  # the baseline arm's runs are the baseline's own when its seeds are
     if "interrupted" in states:
         return "interrupted"
@@ -196,11 +200,16 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
 
 def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_arms: list[Arm],
                 runner: executors.Executor, progress_for: Callable[[str, int], Any] | None,
-                say: Callable[[str], None]) -> set[str]:
+                say: Callable[[str], None], on_cell: OnCell | None = None) -> set[str]:
     """Train every (seed, arm) cell of `study` that is not finished on `runner`, linking each run to
     its cells as soon as its record exists (so that a study killed mid-run resumes it when run again);
-    the statuses the runs ended with (studies and ladders alike)."""
-    tasks, keys = _dispatch(ledger, study, decide_cells(lab, ledger, study, seeds, study_arms), say)
+    the statuses the runs ended with (studies and ladders alike). `on_cell` hears of every cell once:
+    the finished ones now, as 'reused', the others when their run ends."""
+    cells = decide_cells(lab, ledger, study, seeds, study_arms)
+    tasks, keys = _dispatch(ledger, study, cells, say)
+    for cell in cells:
+        if on_cell is not None and cell.action in ("done", "reuse"):
+            on_cell(cell.arm, cell.seed, "reused")
 
     def link(task: executors.Task, run_id: str) -> None:
         for arm, seed in keys[task.key]:  # cells with the same content key share the run
@@ -212,6 +221,8 @@ def train_cells(lab: Path, ledger: Ledger, study: str, seeds: list[int], study_a
         failure = f": {result.error}" if result.status == "failed" else ""
         say(f"{task.arm} seed {task.seed}: run {result.run_id or '(none)'} {result.status}{failure}")
         states.add(result.status)
+        for arm, seed in keys[task.key] if on_cell is not None else ():
+            on_cell(arm, seed, result.status)
     return states
 
 
@@ -355,15 +366,17 @@ def conclude(lab: Path, name: str, notes: dict[str, str]) -> None:
         ledger.update_study_data(name, {"conclusion": {k: v for k, v in notes.items() if v}})
 
 
-def run_baseline(lab: Path, ref: str, progress_for=None, say=print) -> dict[str, float]:
+def run_baseline(lab: Path, ref: str, progress_for=None, say=print, on_cell: OnCell | None = None) -> dict[str, float]:
     """Train (or reuse: a study's runs of the same config and seed count) the baseline at each of its
     seeds, then measure and store its seed-noise floor: the standard deviation over seeds of each
-    final metric."""
+    final metric. `progress_for(ref, seed)` and `on_cell` as for run_study."""
     baseline = baselines.load(lab, ref)
     for seed in baseline.seeds:
         cfg = config_mod.replace(baseline.config, {"seed": seed, "name": f"{ref}/seed{seed}"})
         outcome = launch.start_run(cfg, lab, progress_for(ref, seed) if progress_for else None)
         say(f"{ref} seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else outcome.status}")
+        if on_cell is not None:
+            on_cell(ref, seed, "reused" if outcome.reused else outcome.status)
         if outcome.status == "interrupted":
             raise UserError(f"Baseline {ref} was interrupted at seed {seed}; run `ablab baseline run {ref}` again to finish it.")
     return _store_noise_floor(lab, baseline)

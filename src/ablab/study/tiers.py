@@ -89,9 +89,11 @@ def tier_config(baseline_cfg, ref: str, steps: int, seed: int):
 
 
 def run_tiers(lab: Path, ref: str, steps: tuple[int, int] = PLAN_STEPS, tasks: str = "choice,lambada,arithmetic",
-              limit: int | None = 200, progress_for: Callable | None = None, say: Callable = print) -> TierReport:
+              limit: int | None = 200, progress_for: Callable | None = None, say: Callable = print,
+              on_cell: Callable | None = None) -> TierReport:
     """Train (or reuse) each tier at each seed, score it on the tasks, check the plan's criteria,
-    and store the report with the baseline in the ledger."""
+    and store the report with the baseline in the ledger. `progress_for(steps, seed)` gives a run's
+    (step, row) callback; `on_cell(steps, seed, status)` hears of each tier run as it is done."""
     if not 0 < steps[0] < steps[1]:
         raise UserError(f"--steps {steps[0]},{steps[1]} must be two increasing positive step counts, e.g. 100,1000.")
     baseline = load(lab, ref)
@@ -105,6 +107,8 @@ def run_tiers(lab: Path, ref: str, steps: tuple[int, int] = PLAN_STEPS, tasks: s
                 raise UserError(f"Tier run {outcome.run_id} ({n_steps} steps, seed {seed}) ended {outcome.status}; "
                                 f"run `ablab baseline tiers {ref}` again to finish it.")
             say(f"{n_steps} steps, seed {seed}: run {outcome.run_id} {'reused' if outcome.reused else 'trained'}")
+            if on_cell is not None:
+                on_cell(n_steps, seed, "reused" if outcome.reused else outcome.status)
             _score(lab, outcome.run_id, specs, by_task, n_steps, limit)
     report = TierReport(ref, tuple(steps), baseline.seeds, list(by_task.values()))
     check(report)

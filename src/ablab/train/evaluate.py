@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablab.evals.runner import ProgressFn, aggregate, eval_rows, evaluate_model, per_budget
+from ablab.evals.runner import ExamplesFn, ProgressFn, aggregate, eval_rows, evaluate_model, per_budget
 from ablab.evals.scoring import TaskNotEncodable, TaskResult
 from ablab.evals.specfile import resolve_tasks
 from ablab.evals.tasks import TaskSpec
@@ -45,25 +45,28 @@ class EvalReport:
 
 def evaluate_run(lab: Path, run_id: str, names: list[str], limit: int | None = None, num_fewshot: int = 0,
                  seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None,
-                 metric: str | None = None) -> EvalReport:
+                 metric: str | None = None, examples: ExamplesFn | None = None) -> EvalReport:
     """Evaluate a run's newest intact checkpoint on the named tasks and store the results with the
     run; an error when the model's tokenizer can read none of them. `metric` replaces the metric each
     multiple-choice task's report reads (ablab.evals.tasks.METRICS)."""
     report = evaluate_specs(lab, run_id, resolve_tasks(names, metric), limit, num_fewshot, seed, batch_size,
-                            progress)
+                            progress, examples)
     if not report.results:
         raise TaskNotEncodable(" ".join(report.unmeasured.values()))
     return report
 
 
 def evaluate_specs(lab: Path, run_id: str, specs: list[TaskSpec], limit: int | None = None, num_fewshot: int = 0,
-                   seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None) -> EvalReport:
-    """evaluate_run for resolved task specs; tasks the tokenizer cannot read are in report.unmeasured."""
+                   seed: int = 0, batch_size: int = 16, progress: ProgressFn | None = None,
+                   examples: ExamplesFn | None = None) -> EvalReport:
+    """evaluate_run for resolved task specs; tasks the tokenizer cannot read are in report.unmeasured.
+    `progress` hears of each task scored, `examples(task, done, total)` of its examples as they are."""
     hardware.keep_freed_memory()  # batched scoring reuses large buffers: 1.4x faster on CPU (benchmarks/eval_speed.py)
     record = RunRecord.open(lab, run_id)
     model, tokenizer, step = load_run_model(lab, record.run_id)
     model.to(hardware.pick_device("auto"))  # the GPU when there is one
-    results, unmeasured = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress)
+    results, unmeasured = evaluate_model(model, tokenizer, specs, limit, num_fewshot, seed, batch_size, progress,
+                                         examples)
     record.log_evals(eval_rows(record.run_id, step, results, limit, now_iso()))
     run = record.result()
     report = EvalReport(record.run_id, step, results, limit, run.get("params"), run.get("train_seconds"),
