@@ -32,18 +32,19 @@ from starlette.testclient import TestClient  # noqa: E402
 from ablab.ui.server import bind, build_app, is_loopback  # noqa: E402
 
 SHORT = [*TINY, "train.max_steps=20", "eval.every=10"]
+PROMPTED = [*SHORT, "eval.prompts=tiny-shakespeare", "eval.prompt_tokens=8"]  # the study's runs continue a suite
 BASE = "tiny@2026-11-01"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, shared_cache):
-    """Two tiny finished runs, a two-arm study over seeds 0 and 1 against a dated baseline (its
-    verdict computed), and the arm promoted into the next baseline."""
+    """Two tiny finished runs, a two-arm study over seeds 0 and 1 against a dated baseline whose runs
+    continue the bundled prompt suite (its verdict computed), and the arm promoted into the next baseline."""
     folder = tmp_path_factory.mktemp("ui-lab")
     (folder / "ablab.toml").write_text('[lab]\nname = "ui-lab"\n')
     ids = {"base": start_run(C.load(None, [*SHORT, "seed=0", "name=base"]), folder).run_id,
            "wide": start_run(C.load(None, [*SHORT, "seed=1", "model.d_model=32", "name=wide"]), folder).run_id}
-    baselines.create(folder, baselines.Baseline("tiny", "2026-11-01", C.load(None, SHORT), [0, 1]))
+    baselines.create(folder, baselines.Baseline("tiny", "2026-11-01", C.load(None, PROMPTED), [0, 1]))
     path = write_study(folder, "lr-up", 'variables = { "optim.lr" = [0.01] }', seeds="[0, 1]")
     assert run_study(folder, make_plan(folder, path, probe=False), say=lambda s: None) == "finished"
     with Ledger(folder) as ledger:
@@ -120,6 +121,24 @@ def test_study_endpoint_grid_verdict_diff_and_seed_bands(lab, client):
     band = study["curves"][arm]["val_loss"]
     assert band["step"] and all(lo <= mean <= hi for lo, mean, hi in zip(band["low"], band["mean"], band["high"]))
     assert band["seeds"][-1] == 2 and any(lo < hi for lo, hi in zip(band["low"], band["high"]))  # two seeds differ
+
+
+def test_samples_of_a_run_and_of_a_study_side_by_side(lab, client):
+    folder, _, arm = lab
+    study = client.get("/api/studies/lr-up").json()
+    cell = next(c for c in study["grid"] if c["arm"] == arm and c["seed"] == 0)
+    rows = client.get(f"/api/runs/{cell['run']}/samples").json()["rows"]
+    with Ledger(folder) as ledger:
+        assert rows == ledger.samples(cell["run"]) and rows
+    assert {row["mode"] for row in rows} == {"greedy", "sampled"} and {row["step"] for row in rows} >= {10, 20}
+    texts = study["samples"]
+    assert texts["arms"] == ["baseline", arm] and texts["step"] == 20 and texts["seed"] == 0
+    at_last = [row for row in rows if row["step"] == 20]
+    assert len(texts["rows"]) == len(at_last)
+    assert {(r["prompt"], r["mode"], r["texts"][arm]) for r in texts["rows"]} == \
+        {(r["prompt"], r["mode"], r["text"]) for r in at_last}
+    plain = client.get(f"/api/runs/{lab[1]['base']}/samples").json()
+    assert plain["rows"] == []  # a run without eval.prompts
 
 
 def test_baselines_endpoint_shows_lineage(client):
@@ -222,7 +241,8 @@ def start_ui(folder: Path) -> tuple[subprocess.Popen, str]:
 
 def start_training(folder: Path, steps: int = 400) -> subprocess.Popen:
     """A tiny run that keeps logging for a while, in its own process (as a run on any executor does)."""
-    overrides = [*TINY, f"train.max_steps={steps}", "eval.every=50", "name=live", "seed=7", "train.threads=1"]
+    overrides = [*TINY, f"train.max_steps={steps}", "eval.every=20", "eval.prompts=tiny-shakespeare",
+                 "eval.prompt_tokens=8", "name=live", "seed=7", "train.threads=1"]
     return subprocess.Popen([*ABLAB, "run", "--lab", str(folder), *overrides], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -294,6 +314,7 @@ def test_the_page_in_headless_chromium(lab, tmp_path, shared_cache):
             assert lab[1]["base"] in legend and lab[1]["wide"] in legend
             page.goto(f"{url}#/study/lr-up")
             page.wait_for_selector(".verdict", timeout=10_000)
+            page.wait_for_selector("table.samples td", timeout=10_000)  # the suite, arms side by side
             verdict = page.inner_text(".verdict")
             assert any(word in verdict for word in ("supported", "refuted", "inconclusive")), verdict
             page.screenshot(path=str(shots / "ui-study.png"), full_page=True)

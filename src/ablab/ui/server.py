@@ -8,6 +8,7 @@ address is asked for by name: the ledger holds configs, hosts and paths a lab ma
     GET /api/runs?status=&name=&tag=&where=k=v&sort=-val_loss&columns=model.d_model&limit=
     GET /api/runs/{id}                      run, config, provenance, events, notes, study links
     GET /api/runs/{id}/metrics?since=STEP   the metric rows after STEP, the status, the events
+    GET /api/runs/{id}/samples              the prompt suite's continuations at every step
     GET /api/studies, /api/studies/{name}   the grid, verdicts, the plan's diff, per-arm curves
     GET /api/baselines                      dated baselines with their lineage
 """
@@ -76,6 +77,7 @@ def build_app(lab: Path) -> "Starlette":
         Route("/api/runs/{ref}", reading(lambda ledger, r: views.run(ledger, r.path_params["ref"]))),
         Route("/api/runs/{ref}/metrics", reading(lambda ledger, r: views.metrics_since(
             ledger, r.path_params["ref"], _integer(r.query_params.get("since", "-1"), "since")))),
+        Route("/api/runs/{ref}/samples", reading(lambda ledger, r: views.samples(ledger, r.path_params["ref"]))),
         Route("/api/studies", reading(lambda ledger, r: views.studies(ledger))),
         Route("/api/studies/{name}", reading(lambda ledger, r: views.study(lab, ledger, r.path_params["name"]))),
         Route("/api/baselines", reading(lambda ledger, r: views.baselines(ledger))),

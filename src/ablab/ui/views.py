@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from ablab import config as config_mod
 from ablab.analysis.runs import list_runs, provenance_facts
+from ablab.analysis.samples import side_by_side
 from ablab.analysis.verdicts import BASELINE_ARM, analyze, status
 from ablab.store.reader import ReadOnlyLedger
 
@@ -47,6 +48,12 @@ def metrics_since(ledger: ReadOnlyLedger, ref: str, since: int) -> dict[str, Any
             "events": ledger.events(run_id)}
 
 
+def samples(ledger: ReadOnlyLedger, ref: str) -> dict[str, Any]:
+    """A run's continuations of its prompt suite (eval.prompts), every step's, oldest first."""
+    run_id = ledger.resolve(ref)
+    return {"id": run_id, "rows": ledger.samples(run_id)}
+
+
 def studies(ledger: ReadOnlyLedger) -> list[dict[str, Any]]:
     """Every study: name, baseline, question, and how many of its arm x seed cells have finished."""
     found = []
@@ -64,7 +71,8 @@ def studies(ledger: ReadOnlyLedger) -> list[dict[str, Any]]:
 def study(lab: Path, ledger: ReadOnlyLedger, name: str) -> dict[str, Any]:
     """A study's page: the arms x seeds grid with each cell's run and live status, the plan's diff
     (each arm's changes against the baseline's values), per-arm curves with seed bands, and, once
-    every cell has finished, each arm's verdict."""
+    every cell has finished, each arm's verdict; and the prompt suite's continuations of the baseline
+    and each arm side by side at the last step they share (None without eval.prompts)."""
     record, cells = status(lab, name, ledger)
     spec = record["spec"]
     grid = [{"arm": arm, "seed": seed, "run": r.id if r else None, "status": r.status if r else "not started"}
@@ -77,9 +85,12 @@ def study(lab: Path, ledger: ReadOnlyLedger, name: str) -> dict[str, Any]:
                             "verdict": _plain(a.verdict) if complete else None} for a in arms}
     curves = arm_curves(ledger, {arm: [c.id for (a, _), c in cells.items() if a == arm and c is not None]
                                  for arm in spec["arms"]})
+    table = side_by_side(lab, spec, cells, ledger)
+    texts = table and {"seed": table.seed, "step": table.step, "arms": table.arms,
+                       "rows": [{"prompt": p, "mode": m, "texts": t} for p, m, t in table.rows]}
     return {"name": record["name"], "baseline": record["baseline"], "spec": spec, "grid": grid,
             "complete": complete, "arms": verdicts, "diff": plan_diff(ledger, record["baseline"], spec["arms"]),
-            "curves": curves, "conclusion": record["data"].get("conclusion")}
+            "curves": curves, "samples": texts, "conclusion": record["data"].get("conclusion")}
 
 
 def plan_diff(ledger: ReadOnlyLedger, baseline_ref: str, arms: dict[str, dict]) -> list[dict[str, Any]]:

@@ -166,9 +166,29 @@ async function runPage(ids) {
   document.getElementById("axis").onchange = event => { axis = event.target.value; draw(); };
   window.ablab.points = () => plots.train_loss ? points(plots.train_loss.data) + points(plots.val_loss.data) : 0;
   draw();
-  if (runs.length === 1) showRun(runs[0]);
+  let polls = 0;
+  if (runs.length === 1) { showRun(runs[0]); await showSamples(runs[0].id); }
   await poll();
-  timer = setInterval(poll, 1000);
+  timer = setInterval(async () => {
+    await poll();
+    if (runs.length === 1 && state[runs[0].id] === "running" && ++polls % 10 === 0) await showSamples(runs[0].id);
+  }, 1000);
+}
+
+async function showSamples(runId) {
+  const holder = document.getElementById("samples");
+  const found = (await api(`/api/runs/${encodeURIComponent(runId)}/samples`)).rows;
+  if (!holder) return;
+  const steps = [...new Set(found.map(r => r.step))];
+  if (!steps.length) { holder.innerHTML = `<p class="muted">none (the run's config has no eval.prompts)</p>`; return; }
+  const chosen = holder.querySelector("select") ? Number(holder.querySelector("select").value) : steps[steps.length - 1];
+  const at = steps.includes(chosen) ? chosen : steps[steps.length - 1];
+  const byPrompt = {};
+  found.filter(r => r.step === at).forEach(r => { (byPrompt[r.prompt] ||= {})[r.mode] = r.error || r.text; });
+  holder.innerHTML = `<p>at step <select>${steps.map(s => `<option ${s === at ? "selected" : ""}>${s}</option>`).join("")}</select></p>
+    <table class="samples"><tr><th>prompt</th><th>greedy</th><th>sampled</th></tr>${Object.entries(byPrompt).map(([prompt, t]) =>
+    `<tr><td>${esc(prompt)}</td><td>${esc(visible(t.greedy))}</td><td>${esc(visible(t.sampled))}</td></tr>`).join("")}</table>`;
+  holder.querySelector("select").onchange = () => showSamples(runId);
 }
 
 function showEvents(events) {
@@ -181,10 +201,13 @@ function pairs(values) { return `<dl>${Object.entries(values).map(([k, v]) => `<
 
 function showRun(run) {
   const final = run.result.final || {};
-  document.getElementById("details").innerHTML = `<h2>Result</h2>${pairs({status: run.status, seed: run.seed, steps: run.result.steps,
-      tokens: run.result.tokens_seen, "train seconds": run.result.train_seconds, ...Object.fromEntries(Object.entries(final).map(([k, v]) => [`final ${k}`, v]))})}
+  const result = {status: run.status, seed: run.seed, steps: run.result.steps, tokens: run.result.tokens_seen,
+    "train seconds": run.result.train_seconds, "stop reason": run.result.stop_reason,
+    ...Object.fromEntries(Object.entries(final).map(([k, v]) => [`final ${k}`, v]))};
+  document.getElementById("details").innerHTML = `<h2>Result</h2>${pairs(Object.fromEntries(Object.entries(result).filter(([, v]) => v !== undefined && v !== null)))}
     ${run.studies.length ? `<h2>Studies</h2><p>${run.studies.map(s => `<a href="#/study/${esc(s.study)}">${esc(s.study)}</a> (${esc(s.arm)}, seed ${s.seed})`).join(", ")}</p>` : ""}
-    <h2>Events</h2><div id="events"></div><h2>Provenance</h2>${pairs(run.provenance)}
+    <h2>Events</h2><div id="events"></div><h2>Samples (the eval.prompts suite)</h2><div id="samples"></div>
+    <h2>Provenance</h2>${pairs(run.provenance)}
     <h2>Config</h2>${Object.entries(run.config).map(([section, v]) => typeof v === "object" ? `<h3>${esc(section)}</h3>${pairs(v)}` : pairs({[section]: v})).join("")}
     ${run.notes.length ? `<h2>Notes</h2>${run.notes.map(n => `<p><span class="muted">${esc(n.time)}</span> ${esc(n.text)}</p>`).join("")}` : ""}`;
 }
@@ -222,6 +245,7 @@ async function studyPage(name) {
       <h2>Verdict</h2>${study.complete ? verdicts || `<p class="muted">no arm to judge</p>` : `<p class="muted">in progress: the verdict comes when every cell has finished</p>`}
       <h2>Arms × seeds</h2>${grid}<h2>Plan: each arm against the baseline</h2>${diff}
       <h2>Curves per arm (mean over seeds, band: lowest to highest seed)</h2><div class="charts" id="charts"></div>
+      ${sideBySide(study.samples)}
       ${study.conclusion ? `<h2>Conclusion</h2>${pairs(study.conclusion)}` : ""}`;
     charts.forEach(c => c.destroy());
     charts = [];
@@ -241,6 +265,15 @@ async function studyPage(name) {
   }
   await draw();
   timer = setInterval(draw, 2000);  // cells finish, a conclusion is written, the study is extended
+}
+
+function visible(text) { return String(text ?? "").replace(/\n/g, "↵"); }  // a continuation's line breaks, kept in one row
+
+function sideBySide(samples) {  // the prompt suite, the baseline's and each arm's text at one step and seed
+  if (!samples) return "";
+  return `<h2>Samples: the baseline and each arm at step ${samples.step}, seed ${samples.seed}</h2><table class="samples">
+    <tr><th>prompt</th><th>mode</th>${samples.arms.map(a => `<th>${esc(a)}</th>`).join("")}</tr>${samples.rows.map(r =>
+    `<tr><td>${esc(r.prompt)}</td><td>${esc(r.mode)}</td>${samples.arms.map(a => `<td>${esc(visible(r.texts[a]))}</td>`).join("")}</tr>`).join("")}</table>`;
 }
 
 // -- baselines ----------------------------------------------------------------------------------------
