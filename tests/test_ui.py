@@ -148,6 +148,20 @@ def test_baselines_endpoint_shows_lineage(client):
     assert found["tiny@2026-11-02"]["current"] and not found[BASE]["current"]
 
 
+def test_a_ladder_not_yet_run_shows_its_grid_and_no_verdict(tmp_path):
+    """A scaling ladder's record (no hypothesis) with no run yet: every cell not started, its rungs'
+    changes against the baseline, and no verdict asked of it."""
+    baselines.create(tmp_path, baselines.Baseline("tiny", "2026-11-01", C.load(None, SHORT), [0]))
+    with Ledger(tmp_path) as ledger:
+        ledger.save_study("sizes", BASE, {"kind": "ladder", "name": "sizes", "seeds": [0], "metric": "val_loss",
+                                          "read_at": "final", "arms": {"d32": {"model.d_model": 32}}, "skipped": []})
+    study = TestClient(build_app(tmp_path)).get("/api/studies/sizes").json()
+    assert study["grid"] == [{"arm": "d32", "seed": 0, "run": None, "status": "not started"}]
+    assert study["arms"] == {} and not study["complete"] and study["samples"] is None
+    assert study["diff"] == [{"arm": "d32", "key": "model.d_model", "baseline": 64, "arm_value": 32}]
+    assert study["curves"]["d32"]["val_loss"]["step"] == []
+
+
 def test_the_dashboard_never_writes_the_ledger(lab, client):
     folder = lab[0]
     before = ledger_digest(folder)

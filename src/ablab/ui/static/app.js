@@ -240,9 +240,12 @@ async function studyPage(name) {
         return `<td>${c.run ? `<a href="#/run/${esc(c.run)}">${esc(c.run)}</a><br>` : ""}${statusCell(c.status)}</td>`; }).join("")}</tr>`).join("")}</table>`;
     const diff = study.diff.length ? `<table><tr><th>arm</th><th>key</th><th>baseline ${esc(study.baseline)}</th><th>this arm</th></tr>${study.diff.map(d =>
       `<tr><td>${esc(d.arm)}</td><td>${esc(d.key)}</td><td>${esc(fmt(d.baseline))}</td><td>${esc(fmt(d.arm_value))}</td></tr>`).join("")}</table>` : "";
-    main.innerHTML = `<h1>Study ${esc(study.name)}</h1><p>${esc(spec.question)}</p>
-      <p class="muted">against ${esc(study.baseline)}; prediction: ${esc(spec.metric)} ${esc(spec.direction)}s by at least ${fmt(spec.min_effect)} (read at ${esc(spec.read_at)})</p>
-      <h2>Verdict</h2>${study.complete ? verdicts || `<p class="muted">no arm to judge</p>` : `<p class="muted">in progress: the verdict comes when every cell has finished</p>`}
+    const ladder = spec.kind === "ladder";
+    const judged = ladder ? `<p class="muted">a scaling ladder has no prediction to judge; \`ablab scaling fit --study ${esc(study.name)}\` fits it</p>`
+      : study.complete ? verdicts || `<p class="muted">no arm to judge</p>` : `<p class="muted">in progress: the verdict comes when every cell has finished</p>`;
+    main.innerHTML = `<h1>${ladder ? "Ladder" : "Study"} ${esc(study.name)}</h1><p>${esc(spec.question)}</p>
+      <p class="muted">against ${esc(study.baseline)}${ladder ? "" : `; prediction: ${esc(spec.metric)} ${esc(spec.direction)}s by at least ${fmt(spec.min_effect)} (read at ${esc(spec.read_at)})`}</p>
+      <h2>Verdict</h2>${judged}
       <h2>Arms × seeds</h2>${grid}<h2>Plan: each arm against the baseline</h2>${diff}
       <h2>Curves per arm (mean over seeds, band: lowest to highest seed)</h2><div class="charts" id="charts"></div>
       ${sideBySide(study.samples)}
