@@ -16,6 +16,7 @@ from ablab.cli.common import LabOpt, bounded, console, lab_dir
 from ablab.cli.config import config_app
 from ablab.cli.data import data_app
 from ablab.cli.evals import evals_app
+from ablab.cli.profile import profile_app
 from ablab.cli.progress import QuietOpt, run_bar, watching_preparation
 from ablab.cli.report import report_app
 from ablab.cli.runs import runs_app
@@ -36,6 +37,7 @@ app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top
 app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder
 app.add_typer(report_app)  # report
+app.add_typer(profile_app)  # profile
 app.add_typer(ui_app)  # ui
 err_console = Console(stderr=True)
 
