@@ -38,12 +38,14 @@ BASE = "tiny@2026-11-01"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, shared_cache):
-    """Two tiny finished runs, a two-arm study over seeds 0 and 1 against a dated baseline whose runs
+    """Two tiny finished runs and a diverged one, a two-arm study over seeds 0 and 1 against a dated baseline whose runs
     continue the bundled prompt suite (its verdict computed), and the arm promoted into the next baseline."""
     folder = tmp_path_factory.mktemp("ui-lab")
     (folder / "ablab.toml").write_text('[lab]\nname = "ui-lab"\n')
     ids = {"base": start_run(C.load(None, [*SHORT, "seed=0", "name=base"]), folder).run_id,
-           "wide": start_run(C.load(None, [*SHORT, "seed=1", "model.d_model=32", "name=wide"]), folder).run_id}
+           "wide": start_run(C.load(None, [*SHORT, "seed=1", "model.d_model=32", "name=wide"]), folder).run_id,
+           "blowup": start_run(C.load(None, [*SHORT, "name=blowup", "optim.lr=1e8", "optim.adamw_lr=1e8",
+                                             "optim.grad_clip=0", "schedule.warmup_steps=0"]), folder).run_id}
     baselines.create(folder, baselines.Baseline("tiny", "2026-11-01", C.load(None, PROMPTED), [0, 1]))
     path = write_study(folder, "lr-up", 'variables = { "optim.lr" = [0.01] }', seeds="[0, 1]")
     assert run_study(folder, make_plan(folder, path, probe=False), say=lambda s: None) == "finished"
@@ -74,11 +76,12 @@ def test_runs_endpoint_filters_sorts_and_adds_config_columns(lab, client):
                                            ("columns", "optim.lr")]).json()
     assert [row["id"] for row in wide["rows"]] == [ids["wide"]]
     assert wide["columns"][-2:] == ["model.d_model", "optim.lr"] and wide["rows"][0]["model.d_model"] == 32
-    ordered = client.get("/api/runs", params={"sort": "-val_loss"}).json()["rows"]
+    ordered = client.get("/api/runs", params={"sort": "-val_loss", "status": "finished"}).json()["rows"]
     losses = [row["val_loss"] for row in ordered if row["val_loss"] is not None]
-    assert losses == sorted(losses, reverse=True) and len(losses) == len(ordered)
+    assert losses == sorted(losses, reverse=True) and len(losses) == len(ordered) == len(listed) - 1
     assert all(row["status"] == "finished" for row in ordered)
-    assert client.get("/api/runs", params={"status": "diverged"}).json()["rows"] == []
+    diverged = client.get("/api/runs", params={"status": "diverged"}).json()["rows"]
+    assert [(row["id"], row["status"]) for row in diverged] == [(ids["blowup"], "diverged")]
 
 
 def test_bad_filters_and_unknown_names_answer_one_sentence(client):
@@ -326,6 +329,8 @@ def test_the_page_in_headless_chromium(lab, tmp_path, shared_cache):
             page.wait_for_function("window.ablab.points() > 0", timeout=10_000)
             legend = page.inner_text("#charts")
             assert lab[1]["base"] in legend and lab[1]["wide"] in legend
+            page.goto(f"{url}#/run/{lab[1]['blowup']}")  # its divergence marked on the chart
+            page.wait_for_function("window.ablab.marks() === 1", timeout=10_000)
             page.goto(f"{url}#/study/lr-up")
             page.wait_for_selector(".verdict", timeout=10_000)
             page.wait_for_selector("table.samples td", timeout=10_000)  # the suite, arms side by side

@@ -94,14 +94,30 @@ async function drawRuns() {
 }
 
 // -- charts -----------------------------------------------------------------------------------------
-function chart(title, xLabel, series, data, bands) {
+function chart(title, xLabel, series, data, bands, marks = () => []) {
   const box = document.createElement("div");
   box.className = "chart";
   const plot = new uPlot({title, width: 560, height: 300, bands,
     scales: {x: {time: false}}, axes: [{label: xLabel, values: (u, ticks) => ticks.map(compact)}, {label: "loss"}],
-    series: [{label: xLabel}, ...series]}, data, box);
+    series: [{label: xLabel}, ...series], hooks: {draw: [u => drawMarks(u, marks())]}}, data, box);
   charts.push(plot);
   return [box, plot];
+}
+
+function drawMarks(u, marks) {  // events (a loss spike, divergence) as dashed red lines at their x
+  const ctx = u.ctx, {top, height} = u.bbox;
+  ctx.save();
+  ctx.strokeStyle = "#c62828";
+  ctx.setLineDash([4, 4]);
+  ctx.lineWidth = devicePixelRatio;
+  for (const x of marks) {
+    const at = u.valToPos(x, "x", true);
+    ctx.beginPath();
+    ctx.moveTo(at, top);
+    ctx.lineTo(at, top + height);
+    ctx.stroke();
+  }
+  ctx.restore();
 }
 
 function compact(value) {  // 1,200,000 -> 1.2M: tokens on an axis stay readable
@@ -122,6 +138,17 @@ async function runPage(ids) {
   main.innerHTML = `<h1>${title}</h1><p>x: <select id="axis">${Object.entries(X_AXES).map(([k, v]) => `<option value="${k}">${v}</option>`).join("")}</select>
 </p><p id="states"></p><div class="charts" id="charts"></div><div id="details"></div>`;
   const plots = {};
+  let events = [];  // a single run's events, marked on its charts at their step's x
+  const MARKED = new Set(["loss_spike", "diverged"]);
+  function eventMarks() {
+    if (runs.length !== 1) return [];
+    const steps = rows[runs[0].id];
+    return events.filter(e => MARKED.has(e.kind)).map(e => {
+      if (axis === "step") return e.step;
+      const near = steps.find(r => r.step >= e.step);  // tokens or seconds: those of the next logged row
+      return near ? near[axis] : undefined;
+    }).filter(x => x !== undefined);
+  }
   const series = runs.map((run, i) => ({label: `${run.id} ${run.name}`, stroke: COLOURS[i % COLOURS.length], spanGaps: true, width: 1.5}));
 
   function tables(metric) { return runs.map(run => [rows[run.id].map(r => r[axis]), rows[run.id].map(r => r[metric] ?? null)]); }
@@ -133,7 +160,7 @@ async function runPage(ids) {
     leaveCharts();
     const holder = document.getElementById("charts");
     for (const metric of ["train_loss", "val_loss"]) {
-      const [box, plot] = chart(metric, X_AXES[axis], series, aligned(metric));
+      const [box, plot] = chart(metric, X_AXES[axis], series, aligned(metric), undefined, eventMarks);
       plots[metric] = plot;
       holder.appendChild(box);
     }
@@ -157,7 +184,7 @@ async function runPage(ids) {
       rows[run.id].push(...answer.rows);
       grew = grew || answer.rows.length > 0;
       state[run.id] = answer.status;
-      if (runs.length === 1) showEvents(answer.events);
+      if (runs.length === 1) { events = answer.events; showEvents(events); }
     }
     if (grew) refresh();
     showStates();
@@ -165,6 +192,7 @@ async function runPage(ids) {
   }
   document.getElementById("axis").onchange = event => { axis = event.target.value; draw(); };
   window.ablab.points = () => plots.train_loss ? points(plots.train_loss.data) + points(plots.val_loss.data) : 0;
+  window.ablab.marks = () => eventMarks().length;
   draw();
   let polls = 0;
   if (runs.length === 1) { showRun(runs[0]); await showSamples(runs[0].id); }
@@ -291,11 +319,11 @@ async function baselinesPage() {
 }
 
 // -- routing ------------------------------------------------------------------------------------------
-window.ablab = {points: () => 0};
+window.ablab = {points: () => 0, marks: () => 0};  // what a test (or a curious reader) asks of the page
 
 async function route() {
   leave();
-  window.ablab.points = () => 0;
+  window.ablab.points = window.ablab.marks = () => 0;
   const [, page, arg] = location.hash.split("/");
   try {
     if (page === "run" && arg) await runPage(decodeURIComponent(arg).split(","));
