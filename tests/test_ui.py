@@ -204,6 +204,20 @@ def test_the_ui_command_serves_the_api_on_loopback(lab):
         server.wait()
 
 
+def test_a_named_non_loopback_host_is_served_with_a_warning(lab):
+    server, url = start_ui(lab[0], "--host", "0.0.0.0")
+    try:
+        assert url.startswith("http://0.0.0.0:")
+        port = url.rsplit(":", 1)[1].strip("/")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/baselines", timeout=10) as answer:
+            assert len(json.load(answer)) == 2
+    finally:
+        server.kill()
+        server.wait()
+    warning = server.stderr.read()
+    assert warning.startswith("warning: Serving on 0.0.0.0, which other machines can reach"), warning
+
+
 def test_the_page_and_its_vendored_chart_library_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "vendor/uPlot.iife.min.js" in page.text and "http" not in page.text.lower()
@@ -247,12 +261,12 @@ def test_without_the_ui_extra_the_command_says_how_to_install_it(lab):
     assert result.stderr.strip() == "error: `ablab ui` needs the ui extra; install it with `pip install 'ablab[ui]'`."
 
 
-def start_ui(folder: Path) -> tuple[subprocess.Popen, str]:
+def start_ui(folder: Path, *options: str) -> tuple[subprocess.Popen, str]:
     """`ablab ui --port 0` in a child process and the address it printed."""
-    proc = subprocess.Popen([*ABLAB, "ui", "--port", "0", "--lab", str(folder)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*ABLAB, "ui", "--port", "0", "--lab", str(folder), *options], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
     line = proc.stdout.readline()
-    assert "http://127.0.0.1:" in line, (line, proc.poll() and proc.stderr.read())
+    assert "ablab ui: http://" in line, (line, proc.poll() and proc.stderr.read())
     return proc, line.split()[2]
 
 
