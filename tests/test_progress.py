@@ -149,6 +149,20 @@ def test_a_study_off_a_terminal_prints_plain_lines_with_an_eta_and_none_with_qui
     assert quiet.export_text() == "" and "reused" in again.stdout
 
 
+def test_a_baseline_and_a_ladder_show_runs_done_of_total_and_each_run(tmp_path, one_thread):
+    _study_lab(tmp_path)
+    baseline = invoke("baseline", "run", "tiny@2026-11-01", "--lab", str(tmp_path))
+    assert "baseline tiny@2026-11-01: 1/1 runs 100%  ETA 0:00" in baseline.stderr
+    assert "  tiny@2026-11-01 seed 0: 20/20 steps 100%  ETA 0:00  loss" in baseline.stderr
+    ladder = invoke("ladder", "tiny@2026-11-01", "--sizes", "32x1,48x1", "--tokens", "10240", "--yes",
+                    "--lab", str(tmp_path))
+    overall = plain_lines(ladder.stderr, "ladder tiny@2026-11-01: ")
+    assert overall[0].startswith("ladder tiny@2026-11-01: 0/2 runs 0%  ETA ?")  # no plan estimate, no run ended yet
+    assert re.match(r"ladder tiny@2026-11-01: 1/2 runs 50%  ETA \d+:\d\d$", overall[1])
+    assert overall[-1] == "ladder tiny@2026-11-01: 2/2 runs 100%  ETA 0:00"
+    assert "  d48L1@1.02e+04 seed 0: 10,240/10,240 tokens 100%  ETA 0:00" in ladder.stderr
+
+
 def test_the_study_eta_is_the_plans_estimate_then_scaled_by_the_runs_that_ended():
     console = Console(record=True, force_terminal=False, width=200)
     bars = StudyBars(Display(console=console), "study s", 4, lambda arm, seed: None,
