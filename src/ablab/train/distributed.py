@@ -223,3 +223,9 @@ class FollowerRecord:
 
     def truncate_metrics(self, after_step: int) -> None:
         pass
+
+    def log_samples(self, rows: list) -> None:
+        pass
+
+    def truncate_samples(self, after_step: int) -> None:
+        pass
