@@ -10,6 +10,7 @@ those of encoding each split's whole text at once.
 from __future__ import annotations
 
 import hashlib
+import os
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ import numpy as np
 from ablab.data.corpora import Corpus, no_text, no_val_text, open_corpus
 from ablab.data.split import DOCUMENT_SEPARATOR, HeldNames, SplitPlan, plan_split, score_of_digest
 from ablab.data.tokenizer import Tokenizer
+from ablab.errors import DataError
 
 CHUNK_CHARS = 4 << 20  # text encoded at a time: big enough for encode_batch to keep every core busy
 
@@ -87,8 +89,6 @@ def scan(corpus: Corpus, val_fraction: float, want_chars: bool = False) -> Scan:
             if chars is not None:
                 chars.update(text)
     if corpus.val is not None and not n_val:
-        from ablab.errors import DataError
-
         raise DataError(no_val_text(corpus.label))
     sha = first_sha if len(lengths) + n_val == 1 else combined.hexdigest()
     own = corpus.split_note if corpus.val is not None else None
@@ -98,8 +98,6 @@ def scan(corpus: Corpus, val_fraction: float, want_chars: bool = False) -> Scan:
 
 
 def raise_no_text(corpus: Corpus) -> None:
-    from ablab.errors import DataError
-
     raise DataError(no_text(corpus.label))
 
 
@@ -197,8 +195,6 @@ class TokenWriter:
         [token_end, byte_end], a document's row ending where the next document begins."""
         self._flush(final=True)
         self.file.flush()
-        import os
-
         os.fsync(self.file.fileno())
         self.file.close()
         if self.n_docs:
