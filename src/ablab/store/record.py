@@ -257,23 +257,21 @@ class RunRecord:
         if not path.exists():
             return
         self.ledger.truncate_samples(self.run_id, after_step)
-        kept = [row for row in self.samples() if row.get("step", 0) <= after_step]
-        tmp = self.dir / ".samples.jsonl.tmp"
+        self._rewrite_jsonl("samples.jsonl", [row for row in self.samples() if row.get("step", 0) <= after_step])
+
+    def _rewrite_jsonl(self, name: str, rows: list[dict]) -> None:
+        """Replace the run's `name` with `rows`, atomically (a kill leaves the old file or the new one)."""
+        tmp = self.dir / f".{name}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in kept)
+            f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, self.dir / name)
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop metric rows past `after_step` (written after the checkpoint a resume starts from)."""
         kept = [row for row in self.metrics() if row.get("step", 0) <= after_step]
-        tmp = self.dir / ".metrics.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / "metrics.jsonl")
+        self._rewrite_jsonl("metrics.jsonl", kept)
         self.ledger.truncate_metrics(self.run_id, after_step)
         if kept:  # rows a killed driver never applied reach the ledger now; those it has merge unchanged
             self.ledger.log_metrics(self.run_id, kept)
