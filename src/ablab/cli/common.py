@@ -106,3 +106,6 @@ def make_executor(name: str, workers: Optional[int], retries: int, retry_on: str
 
     retry = executors.Retry(retries, tuple(n.strip() for n in retry_on.split(",") if n.strip()))
     return executors.get(name, workers, retry, lab, address)
+
+
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document (keys as listed above) and nothing else.")

@@ -12,6 +12,7 @@ from rich.console import Console
 from ablab import config as config_mod
 from ablab.cli import boundary
 from ablab.cli.analysis import analysis_app
+from ablab.cli.baseline import baseline_app
 from ablab.cli.common import LabOpt, bounded, console, lab_dir
 from ablab.cli.config import config_app
 from ablab.cli.data import data_app
@@ -20,7 +21,7 @@ from ablab.cli.profile import profile_app
 from ablab.cli.progress import QuietOpt, run_bar, watching_preparation
 from ablab.cli.report import report_app
 from ablab.cli.runs import runs_app
-from ablab.cli.study import baseline_app, study_app
+from ablab.cli.study import study_app
 from ablab.cli.ui import ui_app
 from ablab.lab import check_output_path, init_lab
 
