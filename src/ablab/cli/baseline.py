@@ -34,7 +34,8 @@ def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main.
     cfg = config_mod.load(config, list(overrides or []))
     ref_date = baselines.check_date(date) if date else baselines.today()
     baselines.parse_ref(f"{name}@{ref_date}")
-    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, seed_list(seeds)))
+    set_keys = baselines.set_keys_of(config, list(overrides or []))
+    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, seed_list(seeds), set_keys=set_keys))
     console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
 
 
@@ -53,6 +54,29 @@ def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), quiet: bool =
         floor = handle.run(say=console.print, progress_for=bars.progress_for, on_cell=bars.on_cell)
     console.print("seed-noise floor (std over seeds): " +
                   ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
+
+
+@baseline_app.command("retrain")
+def baseline_retrain(name: str = typer.Argument(..., help="Baseline name, e.g. main: its current one is retrained."),
+                     date: str = typer.Option("", help="Date of the new baseline (default: today)."),
+                     seeds: str = typer.Option("", help="Seeds (default: the current baseline's)."),
+                     quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
+    """Make NAME@DATE from the current NAME's config on the current code (defaults it did not set
+    re-resolved), train its seeds afresh and report drift against the previous date: per metric the
+    difference, the noise floor, regression / improvement / no drift, and the commits between.
+
+    Example: `ablab baseline retrain main --date 2026-12-03`
+    """
+    from ablab.study.retrain import previous_baseline, retrain
+
+    previous = previous_baseline(lab_dir(lab), name)
+    count = len(seed_list(seeds)) if seeds else len(previous.seeds)
+    with Display(quiet) as display, watching_preparation(display):
+        bars = StudyBars(display, f"retrain {name}", count, lambda ref, seed: baselines.current_config(previous))
+        report = retrain(lab_dir(lab), name, date or None, seed_list(seeds) if seeds else None, say=console.print,
+                         progress_for=bars.progress_for, on_cell=bars.on_cell)
+    for line in report.lines():
+        console.print(line, markup=False, soft_wrap=True)
 
 
 @baseline_app.command("tiers")

@@ -110,8 +110,12 @@ def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
     Example: `ablab study plan studies/muon-lr.toml`
     """
     from ablab.api import Lab
+    from ablab.study.honesty import plan_warnings
 
-    print_plan(Lab(lab_dir(lab)).study(file).plan(probe=probe))
+    plan = Lab(lab_dir(lab)).study(file).plan(probe=probe)
+    print_plan(plan)
+    for warning in plan_warnings(lab_dir(lab), plan):
+        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 @study_app.command("run")
@@ -119,23 +123,30 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
               yes: bool = typer.Option(False, "--yes", "-y", help="Run without asking for confirmation."),
               executor: str = ExecutorOpt, workers: Optional[int] = WorkersOpt,
               address: Optional[str] = AddressOpt, retries: int = RetriesOpt, retry_on: str = RetryOnOpt,
+              allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run although the lab's checkout has "
+                                               "uncommitted changes (recorded with the study)."),
               quiet: bool = QuietOpt, lab: Optional[Path] = LabOpt) -> None:
     """Show the plan, confirm, run every arm over every seed (reusing finished runs), write the sheet.
 
     Example: `ablab study run studies/muon-lr.toml --yes --executor local --workers 2`
     """
     from ablab.api import Lab
+    from ablab.study import honesty
 
+    dirty = honesty.refuse_dirty(lab_dir(lab), allow_dirty)
     runner = make_executor(executor, workers, retries, retry_on, lab_dir(lab), address)
     study = Lab(lab_dir(lab)).study(file)
     plan = study.plan()
     print_plan(plan)
+    for warning in honesty.plan_warnings(lab_dir(lab), plan):
+        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if not yes and not typer.confirm("Run this study?"):
         raise typer.Exit(1)
     with Display(quiet) as display, watching_preparation(display):
         bars = plan_bars(display, plan)
         state = study.run(runner, say=console.print, plan=plan, progress_for=bars.progress_for,
                           on_cell=bars.on_cell)
+    honesty.record_allowed_dirty(lab_dir(lab), plan.spec.name, dirty)
     sheet = study.sheet()
     _print_verdicts(lab_dir(lab), plan.spec.name)
     console.print(f"sheet: {sheet}")

@@ -46,6 +46,26 @@ def git_state(folder: Path) -> tuple[dict, str]:
     return info, diff
 
 
+def uncommitted_files(folder: Path) -> tuple[Path, list[str]] | None:
+    """(the root of the git checkout holding `folder`, its tracked files with uncommitted changes,
+    relative to that root); None when `folder` is not in a git checkout (or git is missing)."""
+    root = _git(folder, "rev-parse", "--show-toplevel")
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no") if root is not None else None
+    if status is None:
+        return None
+    return Path(root.strip()), [line[3:].split(" -> ")[-1].strip('"') for line in status.splitlines() if line.strip()]
+
+
+def commits_between(root: str, old: str, new: str) -> list[str] | None:
+    """'<short hash> <subject>' of each commit reachable from `new` and not from `old` in the checkout
+    at `root`, newest first; None when either commit is not in that checkout (or git is missing)."""
+    for commit in (old, new):
+        if _git(Path(root), "cat-file", "-e", f"{commit}^{{commit}}") is None:
+            return None
+    log = _git(Path(root), "log", "--format=%h %s", f"{old}..{new}")
+    return None if log is None else [line for line in log.splitlines() if line.strip()]
+
+
 def _source_hash() -> str:
     digest = hashlib.sha256()
     for path in sorted(ABLAB_SOURCE.rglob("*.py")):

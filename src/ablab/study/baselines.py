@@ -32,6 +32,9 @@ class Baseline:
     seeds: list[int]
     parent: str | None = None  # the baseline this one was promoted from
     justified_by: list[str] = field(default_factory=list)  # studies whose arm it adopted
+    # The config keys its config file (or preset) and overrides set; every other key took the code's
+    # default, which `baseline retrain` re-resolves. None: not known (an older baseline), so all count as set.
+    set_keys: list[str] | None = None
 
     @property
     def ref(self) -> str:
@@ -53,6 +56,7 @@ def to_toml(baseline: Baseline) -> str:
     meta = {"name": baseline.name, "date": baseline.date, "seeds": baseline.seeds}
     meta |= {key: value for key, value in (("parent", baseline.parent), ("justified_by", baseline.justified_by))
              if value}
+    meta |= {"set_keys": sorted(baseline.set_keys)} if baseline.set_keys is not None else {}
     header = f"Baseline {baseline.ref}. Never edit a dated baseline: promote a new one instead."
     return config_mod.dump_toml(config_mod.to_dict(baseline.config) | {"baseline": meta}, header=header)
 
@@ -70,8 +74,9 @@ def load(lab: Path, ref: str) -> Baseline:
         raise UserError(f"{path} is not valid TOML ({err}); fix the line it names.") from None
     meta = raw.pop("baseline", {})
     cfg = config_mod.from_dict(raw, where=str(path))
+    set_keys = meta.get("set_keys")
     return Baseline(name, date, cfg, [int(s) for s in meta.get("seeds", [0])], meta.get("parent"),
-                    list(meta.get("justified_by", [])))
+                    list(meta.get("justified_by", [])), None if set_keys is None else [str(k) for k in set_keys])
 
 
 def create(lab: Path, baseline: Baseline) -> Path:
@@ -186,6 +191,32 @@ def promote(lab: Path, previous: Baseline, changes: dict[str, Any], study: str, 
     if date <= previous.date:
         raise UserError(f"A promoted baseline must be dated after {previous.ref}; pass --date later than {previous.date}.")
     cfg = config_mod.replace(previous.config, changes)
-    new = Baseline(previous.name, date, cfg, previous.seeds, previous.ref, [study])
+    set_keys = None if previous.set_keys is None else sorted(set(previous.set_keys) | set(changes))
+    new = Baseline(previous.name, date, cfg, previous.seeds, previous.ref, [study], set_keys)
     create(lab, new)
     return new
+
+
+def set_keys_of(config: str | None, overrides: list[str]) -> list[str]:
+    """The dotted keys a config file or preset (None: the defaults) and `key=value` overrides set,
+    as `baseline new` records them: the rest is the code's defaults."""
+    raw: dict[str, Any] = {}
+    if config is not None:
+        raw = tomllib.loads(config_mod.resolve_config_path(config).read_text(encoding="utf-8"))
+    keys = {f"{section}.{key}" if isinstance(table, dict) else section
+            for section, table in raw.items() for key in (table if isinstance(table, dict) else [None])}
+    return sorted(keys | {config_mod.parse_override(item)[0] for item in overrides})
+
+
+def current_config(baseline: Baseline) -> Config:
+    """The baseline's config as the code now resolves it: the keys it set keep their values, every
+    other key takes the current code's default (so a changed default is a config change of a
+    retrained baseline, and shows in its diff and its drift)."""
+    if baseline.set_keys is None:
+        return baseline.config
+    flat = config_mod.flatten(baseline.config)
+    raw: dict[str, Any] = {section: {} for section in config_mod.SECTION_TYPES}
+    for key in baseline.set_keys:
+        section, _, name = key.rpartition(".")
+        (raw[section] if section else raw)[name] = flat[key]
+    return config_mod.from_dict(raw, where=f"baseline {baseline.ref}")
