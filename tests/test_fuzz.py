@@ -213,6 +213,8 @@ def _option_cases() -> list[tuple[list[str], str]]:
 def _override_value(key: str, typ: typing.Any) -> list[str]:
     if typing.get_origin(typ) is typing.Literal:
         return ["bogus"]
+    if typ == C.AutoInt:  # a number or "auto": what is neither, or a number out of range
+        return ["abc", "1.5", "-1"]
     if typ == C.CorpusSetting:  # a name, a path or a mixture: a mixture of one corpus is refused
         return ["{{tiny-shakespeare=1}}"]  # doubled braces: argv is str.format-ted with the world
     return {bool: ["maybe"], int: ["abc", "1.5", "-1"], float: ["abc", "nan", "-inf"], str: []}[typ]

@@ -25,6 +25,10 @@ from ablab.config_checks import (MAXIMA, RANGES, SEED_LIMIT, Range, budget_steps
 from ablab.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+AUTO = "auto"
+# data.batch_size and train.grad_accum: a number, or "auto" (chosen by a measured probe when the run
+# starts, ablab.train.autobatch; the run's stored config holds the number chosen).
+AutoInt = typing.Union[int, Literal["auto"]]
 
 
 def cosmetic(default: Any) -> Any:
@@ -89,7 +93,7 @@ class DataConfig:
     text_field: str = "text"  # jsonl only: the field holding each document's text
     val_fraction: float = 0.1  # held out for validation when the corpus has no validation split
     seq_len: int = 128  # tokens per training sequence
-    batch_size: int = 32  # sequences per micro-batch
+    batch_size: AutoInt = 32  # sequences per micro-batch; "auto": the largest that fits train.memory_budget_mb
 
     def __post_init__(self) -> None:
         # One spelling per mixture (names sorted, weights as floats), so hashes and diffs are stable.
@@ -101,7 +105,10 @@ class TrainConfig:
     max_steps: int = 550  # stop after this many optimizer steps; 0 = no step limit
     max_tokens: int = 0  # stop after this many training tokens; 0 = no token limit
     max_seconds: float = 0.0  # stop after this much training wall-clock; 0 = no time limit
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: AutoInt = 1  # micro-batches per optimizer step; "auto": as many as train.global_batch_tokens needs
+    global_batch_tokens: int = cosmetic(0)  # tokens per optimizer step grad_accum = "auto" holds; 0 = not set
+    memory_budget_mb: float = cosmetic(0.0)  # data.batch_size = "auto" fills this; 0 = 90% of free CUDA memory, or memory_fraction of RAM
+    memory_fraction: float = cosmetic(0.5)  # on a CPU with memory_budget_mb = 0: the share of total RAM auto batch fills
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, else CPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model
@@ -142,7 +149,19 @@ class Config:
         validate(self)
 
     @property
+    def auto_batch(self) -> bool:
+        """Whether data.batch_size or train.grad_accum is still "auto" (not yet chosen by a probe)."""
+        return AUTO in (self.data.batch_size, self.train.grad_accum)
+
+    @property
     def tokens_per_step(self) -> int:
+        """Training tokens per optimizer step; known before the probe only when train.global_batch_tokens
+        holds it."""
+        if self.train.global_batch_tokens and self.train.grad_accum == AUTO:
+            return self.train.global_batch_tokens
+        if self.auto_batch:
+            raise ConfigError("The tokens per step of data.batch_size = \"auto\" are known only once it is chosen; "
+                              "set train.global_batch_tokens with train.grad_accum = \"auto\" to fix them in advance.")
         return self.data.batch_size * self.data.seq_len * self.train.grad_accum
 
 
@@ -163,6 +182,14 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def coerce(key: str, value: Any, typ: Any) -> Any:
     """Turn `value` (a TOML value or a command-line string) into `typ`, or raise ConfigError."""
+    if typ == AutoInt:
+        if value == AUTO:
+            return AUTO
+        try:
+            return coerce(key, value, int)
+        except ConfigError:
+            raise ConfigError(f"{key} must be an integer or \"auto\", not {value!r}; write it as e.g. 32 or "
+                              f"\"auto\".") from None
     if typ == CorpusSetting:
         return canonical_corpus(_mixture_text(key, value) if isinstance(value, str) else value, key)
     if typing.get_origin(typ) is Literal:

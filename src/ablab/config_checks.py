@@ -111,7 +111,9 @@ RANGES: dict[str, Range] = {
     "data.shards": Range(0, 1 << 16, cap=True),
     "data.seq_len": Range(1, 1 << 20, cap=True), "data.batch_size": Range(1, 1 << 16, cap=True),
     "train.max_steps": NON_NEGATIVE, "train.max_tokens": NON_NEGATIVE, "train.max_seconds": NON_NEGATIVE,
-    "train.grad_accum": Range(1, 1 << 16, cap=True), "train.spike_factor": Range(1, low_open=True),
+    "train.grad_accum": Range(1, 1 << 16, cap=True), "train.global_batch_tokens": Range(0, 1 << 40, cap=True),
+    "train.memory_budget_mb": NON_NEGATIVE, "train.memory_fraction": Range(0, 1, low_open=True),
+    "train.spike_factor": Range(1, low_open=True),
     "train.peak_flops": NON_NEGATIVE, "train.threads": NON_NEGATIVE, "train.nproc": Range(1, 1024, cap=True),
     "train.log_every": POSITIVE, "train.checkpoint_every": POSITIVE, "train.keep_checkpoints": POSITIVE,
     "eval.every": NON_NEGATIVE, "eval.points": Range(1, 1 << 20, cap=True), "eval.tokens": Range(1, 1 << 32, cap=True),
@@ -149,6 +151,8 @@ def validate(cfg: Config) -> None:
     _check_prompt_suite(cfg.eval.prompts)
     d.corpus = canonical_corpus(d.corpus)  # a DataConfig changed after it was built is checked again here
     for key, allowed in RANGES.items():
+        if _value(cfg, key) == "auto":  # data.batch_size, train.grad_accum: checked in _check_auto_batch
+            continue
         if allowed.when is None or _value(cfg, allowed.when[0]) == allowed.when[1]:
             allowed.check(key, _value(cfg, key))
     if m.d_model % m.n_heads:
@@ -163,11 +167,40 @@ def validate(cfg: Config) -> None:
         )
     if m.layernorm_scaling and m.norm == "none":
         raise ConfigError("model.layernorm_scaling scales a norm's output, so it needs model.norm other than 'none'.")
-    if d.batch_size % t.nproc:
+    if d.batch_size != "auto" and d.batch_size % t.nproc:
         raise ConfigError(f"data.batch_size ({d.batch_size}) does not divide by train.nproc ({t.nproc}); "
                           "each process takes an equal share, so pick a multiple of train.nproc.")
+    _check_auto_batch(cfg)
     if t.max_steps == 0 and t.max_tokens == 0 and t.max_seconds == 0:
         raise ConfigError("No stopping rule: set train.max_steps, train.max_tokens or train.max_seconds above 0.")
+
+
+def _check_auto_batch(cfg: Config) -> None:
+    """train.global_batch_tokens and "auto" go together as ablab.train.autobatch.resolve reads them:
+    grad_accum = "auto" holds the global batch, so it needs one whole number of sequences per process."""
+    d, t = cfg.data, cfg.train
+    if t.grad_accum == "auto" and not t.global_batch_tokens:
+        raise ConfigError('train.grad_accum = "auto" holds train.global_batch_tokens, which is not set; '
+                          "set it, e.g. train.global_batch_tokens=65536.")
+    if d.batch_size == "auto" and t.grad_accum != "auto" and t.max_tokens:
+        raise ConfigError('train.max_tokens needs the tokens per step before the run starts, which data.batch_size = '
+                          '"auto" alone leaves open; set train.global_batch_tokens with train.grad_accum = "auto", '
+                          "or budget the run in train.max_steps.")
+    if not t.global_batch_tokens:
+        return
+    sequences, left = divmod(t.global_batch_tokens, d.seq_len)
+    if left or sequences % t.nproc:
+        raise ConfigError(f"train.global_batch_tokens ({t.global_batch_tokens:,}) is not a whole number of "
+                          f"data.seq_len={d.seq_len} sequences for each of train.nproc={t.nproc} processes; pick a "
+                          f"multiple of {d.seq_len * t.nproc:,}.")
+    if t.grad_accum != "auto" and d.batch_size != "auto" and d.batch_size * t.grad_accum != sequences:
+        raise ConfigError(f"train.global_batch_tokens ({t.global_batch_tokens:,}) is not data.batch_size x "
+                          f"train.grad_accum x data.seq_len ({d.batch_size * t.grad_accum * d.seq_len:,}); set "
+                          'train.grad_accum = "auto" to hold it, or leave it at 0.')
+    if t.grad_accum == "auto" and d.batch_size != "auto" and sequences % d.batch_size:
+        raise ConfigError(f"train.global_batch_tokens ({t.global_batch_tokens:,}) is not a whole number of "
+                          f"micro-batches of data.batch_size={d.batch_size} x {d.seq_len} tokens; pick a multiple of "
+                          f"{d.batch_size * d.seq_len:,}, or set data.batch_size = \"auto\".")
 
 
 def canonical_corpus(corpus: Any, key: str = "data.corpus") -> str | dict[str, float]:
@@ -228,6 +261,7 @@ def budget_steps(cfg: Config) -> int | None:
     max_tokens // tokens_per_step steps. None when only max_seconds bounds the run."""
     t = cfg.train
     limits = ([t.max_steps] if t.max_steps else []) + ([t.max_tokens // cfg.tokens_per_step] if t.max_tokens else [])
+    # (a token budget under an unchosen "auto" batch raises: ablab.train.autobatch.resolve comes first)
     return min(limits) if limits else None
 
 

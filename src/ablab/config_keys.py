@@ -68,8 +68,12 @@ def describe_keys() -> list[dict[str, Any]]:
 
 def _type_label(typ: Any) -> str:
     """int, float, bool, str, or for data.corpus (a name or a mixture's table) 'str or table'."""
-    if isinstance(typ, types.UnionType):
-        return " or ".join("table" if typing.get_origin(part) is dict else part.__name__ for part in typing.get_args(typ))
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        return " or ".join(_type_label(part) for part in typing.get_args(typ))
+    if typing.get_origin(typ) is dict:
+        return "table"
+    if typing.get_origin(typ) is Literal:  # data.batch_size's "auto" beside its int
+        return " or ".join(map(repr, typing.get_args(typ)))
     return typ.__name__
 
 

@@ -100,7 +100,7 @@ def run(overrides: Optional[List[str]] = OverridesArg, config: Optional[str] = C
         raise typer.Exit(distributed.launch(cfg, sys.argv[1:]))
     console.print(f"config {config_mod.config_hash(cfg)}: {cfg.model.n_layers}L d{cfg.model.d_model} "
                   f"{cfg.model.n_heads}H ff{cfg.model.d_ff}, {cfg.optim.name}, corpus {cfg.data.corpus} "
-                  f"({cfg.data.tokenizer}), {cfg.tokens_per_step} tokens/step")
+                  f"({cfg.data.tokenizer}), {_per_step(cfg)}")
     for warning in config_mod.schedule_warnings(cfg, config_mod.budget_steps(cfg)) + _epoch_warnings(cfg):
         console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     with run_bar(quiet, cfg) as show, watching_preparation(show.display):
@@ -249,11 +249,28 @@ def _epoch_warnings(cfg) -> list[str]:
     return [warning] if warning else []
 
 
+def _per_step(cfg: config_mod.Config) -> str:
+    """'4096 tokens/step', or how an "auto" batch leaves it until the probe has chosen."""
+    if cfg.auto_batch and not (cfg.train.grad_accum == "auto" and cfg.train.global_batch_tokens):
+        return "tokens/step as data.batch_size=auto chooses when the run starts"
+    return f"{cfg.tokens_per_step} tokens/step" + (" (micro-batches chosen by auto)" if cfg.auto_batch else "")
+
+
+def _budget_text(choice: dict) -> str:
+    if choice.get("budget_mb") is None:
+        return "not probed (data.batch_size was given)"
+    return f"{choice['budget_mb']:,.0f} MB per process ({choice['budget_from']}), the chosen size used " \
+           f"{choice['measured_mb']:,.0f} MB"
+
+
 def _report(outcome) -> None:
     r, final = outcome.result, outcome.result.get("final", {})
     line = f"run {outcome.run_id} {outcome.status} after {r.get('steps')} steps, {r.get('tokens_seen'):,} tokens, " \
            f"{r.get('train_seconds', 0):.0f} s of training"
     console.print(line)
+    if r.get("auto_batch"):
+        console.print(f"auto batch: {r['batch_size']} sequences per micro-batch x {r['grad_accum']} micro-batches "
+                      f"({r['tokens_per_step']:,} tokens/step); budget {_budget_text(r['auto_batch'])}", markup=False)
     if final.get("val_loss") is not None:
         console.print(f"final val loss {final['val_loss']:.4f} (perplexity {final['val_ppl']:.2f}, "
                       f"{final['val_bpb']:.3f} bits/byte); {final.get('tokens_per_s') or 0:,.0f} tokens/s, "

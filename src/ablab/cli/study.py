@@ -80,6 +80,12 @@ def print_plan(plan) -> None:
     for pace, names in paces.items():
         console.print(f"{pace.mid:.3g} s/step (spread {pace.low:.3g}-{pace.high:.3g}) from {pace.source}: "
                       f"{', '.join(names)}", markup=False)
+    chosen: dict[str, list[str]] = {}  # arms whose "auto" chose alike: said once
+    for row in plan.rows:
+        if row.auto:
+            chosen.setdefault(row.auto, []).append(row.arm.name)
+    for sentence, names in chosen.items():
+        console.print(f"auto batch ({', '.join(names)}): {sentence}", markup=False, soft_wrap=True)
     warnings = {}
     for row in plan.rows:
         for warning in row.warnings:

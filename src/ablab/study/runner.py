@@ -22,7 +22,7 @@ from ablab.store.provenance import collect as collect_provenance
 from ablab.study import baselines, estimates
 from ablab.study.benchmarks import score_run
 from ablab.study.spec import Arm, StudySpec, arms, check, parse
-from ablab.train import launch
+from ablab.train import autobatch, launch
 
 
 @dataclass
@@ -43,6 +43,8 @@ class PlanRow:
     flops_per_token: int = 0
     warnings: list[str] = field(default_factory=list)  # schedule and epoch warnings of its config
     data_tokens: int | None = None  # training tokens of its data, after data.max_*; None: not on this machine
+    auto: str = ""  # what data.batch_size / train.grad_accum = "auto" chose for it on this machine
+    trained_as: Config | None = None  # its config with "auto" chosen (what a run of it trains), when known
 
     @property
     def epochs(self) -> float | None:
@@ -98,12 +100,14 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     rows, prepared = [], {}
     for arm in study_arms:
         steps = config_mod.budget_steps(arm.config)
-        tokens = steps * arm.config.tokens_per_step if steps is not None else None
-        row = PlanRow(arm, config_mod.diff(study_arms[0].config, arm.config), steps, tokens, len(spec.seeds),
+        row = PlanRow(arm, config_mod.diff(study_arms[0].config, arm.config), steps, None, len(spec.seeds),
                       warnings=config_mod.schedule_warnings(arm.config, steps))
         rows.append(row)
         data = _prepared_if_local(prepared, arm.config)
         vocab = data.tokenizer.vocab_size if data is not None else _vocab_without_data(arm.config)
+        _choose_batch(lab, row, data)
+        per_step = row.trained_as.tokens_per_step if row.trained_as else None
+        row.tokens = steps * per_step if steps is not None and per_step else None
         if vocab:
             row.params, row.flops_per_token = estimates.model_size(arm.config, vocab)
         if data is not None:
@@ -116,10 +120,10 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     for row in rows:
         shape = config_mod.shape_hash(row.arm.config)
         local = prepared.get(repr(row.arm.config.data)) is not None
-        if shape not in paces and probe and local and (row.to_train or row.to_resume):
+        if shape not in paces and probe and local and row.trained_as and (row.to_train or row.to_resume):
             paces[shape] = estimates.remembered_probe(lab, shape)
             if paces[shape] is None:
-                paces[shape] = estimates.probe(row.arm.config, _prepared(prepared, row.arm.config), row.steps)
+                paces[shape] = estimates.probe(row.trained_as, _prepared(prepared, row.arm.config), row.steps)
                 estimates.remember_probe(lab, shape, paces[shape])
         row.pace = paces.get(shape)
     cosmetic = config_mod.cosmetic_keys() | set(spec.variables) | {"seed", "train.max_steps", "train.max_tokens",
@@ -129,6 +133,25 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
 
 
 def _prepared(cache: dict[str, PreparedData | None], cfg: Config) -> PreparedData | None:
+def _choose_batch(lab: Path, row: PlanRow, data: PreparedData | None) -> None:
+    """What a run of the row's arm trains as: its config, or with "auto" chosen by the probe a run
+    makes (cached in the lab, so the run finds the same) when its data is on this machine. A plan on
+    another machine than the runs' says so: the choice is this machine's."""
+    cfg = row.arm.config
+    if not cfg.auto_batch:
+        row.trained_as = cfg
+        return
+    if cfg.train.grad_accum != "auto" or not cfg.train.global_batch_tokens:
+        row.warnings.append('data.batch_size = "auto" without train.global_batch_tokens: each arm\'s global batch '
+                            "is what fits it, so arms of different sizes differ in batch too; hold it with "
+                            'train.global_batch_tokens and train.grad_accum = "auto".')
+    if data is None:
+        row.auto = "chosen when each run starts (its data is not on this machine)"
+        return
+    row.trained_as, choice = autobatch.resolve(cfg, data.tokenizer.vocab_size, lab, cfg.train.nproc)
+    row.auto = choice.sentence(cfg) + " (on this machine; a run on another device chooses again)"
+
+
     """The tokens of `cfg`'s data, prepared once per data config (a corpus error stops here); None
     when a plan found them not on this machine (see _prepared_if_local)."""
     if repr(cfg.data) not in cache:
@@ -354,6 +377,7 @@ def _spec_record(plan: Plan) -> dict:
             "expected": spec.expected, "benchmarks": spec.benchmarks, "benchmark_limit": spec.benchmark_limit,
             "arms": {r.arm.name: r.arm.changes for r in plan.rows},
             "frozen": plan.frozen,
+            "auto_batch": {r.arm.name: r.auto for r in plan.rows if r.auto},
             "path": str(spec.path) if spec.path else None}
 
 

@@ -47,7 +47,7 @@ def launch(cfg: Config, args: Sequence[str], nproc: int | None = None, override:
     """Run `ablab <args>` as `nproc` (default cfg.train.nproc) workers on this machine, with the
     override train.nproc=N appended when `override` (a new run); returns the launcher's exit code."""
     nproc = nproc or cfg.train.nproc
-    if cfg.data.batch_size % nproc:
+    if cfg.data.batch_size != "auto" and cfg.data.batch_size % nproc:
         raise ConfigError(f"data.batch_size ({cfg.data.batch_size}) does not divide by the {nproc} "
                           f"training processes; pick a batch size that is a multiple of {nproc}.")
     # Tokenised once here: a corpus error is one line before any worker starts, and workers find the cache warm.
@@ -163,7 +163,7 @@ def join(cfg: Config) -> World:
     if not in_worker() or int(os.environ["WORLD_SIZE"]) == 1:
         return World()
     world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if cfg.data.batch_size % world.size:
+    if cfg.data.batch_size != "auto" and cfg.data.batch_size % world.size:
         raise ConfigError(f"data.batch_size ({cfg.data.batch_size}) does not divide by the {world.size} "
                           f"training processes; pick a batch size that is a multiple of {world.size}.")
     if not dist.is_initialized():

@@ -26,7 +26,7 @@ from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance
 from ablab.store.reconcile import settle
 from ablab.store.record import RunRecord, content_key, runs_root
-from ablab.train import distributed
+from ablab.train import autobatch, distributed
 from ablab.train.loop import Outcome, ProgressFn, Training
 from ablab.train.mirrors import make_mirrors
 
@@ -84,7 +84,7 @@ def start_run(cfg: Config, lab: Path, progress: ProgressFn | None = None, force:
     done = world.share(decision.reused if decision else None)
     if done is not None:
         return Outcome(done.id, done.status, done.result, reused=True)
-    training = Training(cfg, data, world)
+    training = Training(cfg, data, world, lab)
     record = RunRecord.create(lab, cfg, decision.request.identity, ledger, decision.request.provenance) \
         if world.is_main else None
     run_id = world.share(record.run_id if record else None)
@@ -111,9 +111,9 @@ def resume_run(lab: Path, run_id: str, progress: ProgressFn | None = None, log_t
                 settle(record.ledger, row.id, row.status, row.heartbeat)
             record.release()
             return Outcome(record.run_id, result["status"], result)
-        cfg = record.config()
+        cfg, _ = autobatch.recorded(record.dir, record.config())  # an "auto" batch stays what it became
         world = distributed.join(cfg)
-        training = Training(cfg, world=world)
+        training = Training(cfg, world=world, lab=lab)
         if world.is_main:
             record.start_mirrors(make_mirrors(list(log_to)), lab, training.cfg)
         training.attach(record if world.is_main else distributed.FollowerRecord(record.run_id, record.dir),
@@ -134,11 +134,11 @@ def open_training(request: Request, ledger: Any,
         record = _reopen(request, ledger)
         training = None
     else:
-        training = Training(request.config, prepare_data(request.config.data))
+        training = Training(request.config, prepare_data(request.config.data), lab=request.lab)
         record = RunRecord.create(request.lab, request.config, request.identity, ledger, request.provenance)
     try:  # the record holds the run's lock from here; a failure before training releases it
         on_record(record)
-        training = training or Training(record.config())
+        training = training or Training(autobatch.recorded(record.dir, record.config())[0], lab=request.lab)
         training.attach(record, resume=request.run_id is not None)
     except BaseException:
         record.release()

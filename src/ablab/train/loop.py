@@ -23,14 +23,14 @@ from ablab.config import Config, budget_steps
 from ablab.data.prepare import prepare_data
 from ablab.data.sampler import BatchSampler, val_batches
 from ablab.data.tokens import PreparedData
-from ablab.errors import CheckpointError
+from ablab.errors import CheckpointError, UserError
 from ablab.evals.prompts import continue_prompts, load_prompts
 from ablab.evals.runner import TrainingBenchmarks
 from ablab.model.gpt import GPT
 from ablab.model.optim import build_optimizer, lr_factor, set_lr
 from ablab.store import checkpoint
 from ablab.store.record import RunRecord, now_iso
-from ablab.train import distributed, hardware
+from ablab.train import autobatch, distributed, hardware
 
 SPIKE_WINDOW = 50  # steps in the running median a loss spike is measured against
 SPIKE_MIN_HISTORY = 10
@@ -51,7 +51,10 @@ ProgressFn = Callable[[int, dict | None], None]  # (step, metrics row or None)
 
 
 class Training:
-    def __init__(self, cfg: Config, data: PreparedData | None = None, world: distributed.World | None = None):
+    def __init__(self, cfg: Config, data: PreparedData | None = None, world: distributed.World | None = None,
+                 lab: Path | None = None):
+        """`lab` holds the cache of "auto" batch choices (ablab.train.autobatch); a resumed run's config
+        comes with its recorded choice already applied (autobatch.recorded)."""
         self.cfg, self.world = cfg, world or distributed.World()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -60,6 +63,12 @@ class Training:
             hardware.keep_freed_memory()
         self.autocast = hardware.autocast_dtype(self.device, cfg.train.precision)
         self.data = data or prepare_data(cfg.data)
+        self.requested, self.auto_choice = cfg, None  # the config as asked for, and what its "auto" became
+        if cfg.auto_batch:  # rank 0 probes; every rank trains on its choice
+            chosen = autobatch.resolve(cfg, self.data.tokenizer.vocab_size, lab, self.world.size) \
+                if self.world.is_main else None
+            self.cfg, self.auto_choice = self.world.share(chosen)
+            cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.model = GPT(cfg.model, self.data.tokenizer.vocab_size, cfg.data.seq_len).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
@@ -93,6 +102,10 @@ class Training:
             # The lab is the folder above .ablab/runs/<id>; only rank 0 writes samples.
             self.prompts = load_prompts(record.dir.parents[2], self.cfg.eval.prompts) if self.world.is_main else []
             record.heartbeat()  # this process now owns the run: its host and pid go into the ledger
+            if self.auto_choice is not None and self.world.is_main:
+                autobatch.save_choice(record.dir, self.auto_choice)
+                record.log_event("auto_batch", self.loop.step, self.auto_choice.sentence(self.requested),
+                                 batch_size=self.auto_choice.batch_size, grad_accum=self.auto_choice.grad_accum)
             if resume:
                 self._restore()
         except BaseException:
@@ -137,6 +150,17 @@ class Training:
         return None
 
     # -- one step ---------------------------------------------------------------------------------
+    def _out_of_memory(self) -> UserError:
+        """The sentence for a step that ran out of memory (logged as an event too)."""
+        d, chosen = self.cfg.data, self.auto_choice is not None and self.requested.data.batch_size == "auto"
+        fix = ("lower train.memory_budget_mb, which data.batch_size = \"auto\" filled" if chosen else
+               'lower data.batch_size, or set data.batch_size = "auto" to take the largest that fits')
+        message = (f"Out of memory at step {self.loop.step} training micro-batches of {d.batch_size} x {d.seq_len} "
+                   f"tokens on {self.device.type}; start a new run that does: {fix} (train.grad_accum = \"auto\" "
+                   "with train.global_batch_tokens keeps the global batch).")
+        self.record.log_event("out_of_memory", self.loop.step, message)
+        return UserError(message)
+
     def _autocast(self):
         if self.autocast is None:
             return contextlib.nullcontext()
@@ -147,13 +171,18 @@ class Training:
         step, accum = self.loop.step, self.cfg.train.grad_accum
         set_lr(self.optimizer, lr_factor(self.cfg.schedule, step, self.progress_fraction()))
         total = 0.0
-        for micro in range(accum):
-            x, y = self.world.shard(*self.sampler.batch(step, micro))
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self._autocast():
-                loss = self.train_forward(x, y, step) / accum
-            loss.backward()
-            total += loss.item()
+        try:
+            for micro in range(accum):
+                x, y = self.world.shard(*self.sampler.batch(step, micro))
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                with self._autocast():
+                    loss = self.train_forward(x, y, step) / accum
+                loss.backward()
+                total += loss.item()
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            if not _out_of_memory(error):
+                raise
+            raise self._out_of_memory() from None
         total = self.world.mean(total)  # the whole batch's loss, the same on every rank
         clip = self.cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
@@ -342,7 +371,9 @@ class Training:
                 "flops_per_token": self.model.flops_per_token(), "vocab_size": self.data.tokenizer.vocab_size,
                 "data": self.data.meta, "data_fingerprint": self.data.fingerprint,
                 "tokenizer_fingerprint": self.data.tokenizer.fingerprint, "hardware": hardware.describe(self.device),
-                "peak_flops": self.peak_flops, "tokens_per_step": self.cfg.tokens_per_step}
+                "peak_flops": self.peak_flops, "tokens_per_step": self.cfg.tokens_per_step,
+                "batch_size": self.cfg.data.batch_size, "grad_accum": self.cfg.train.grad_accum,
+                **({"auto_batch": self.auto_choice.__dict__} if self.auto_choice else {})}
 
     def summary(self, final_eval: dict) -> dict:
         loop, rows = self.loop, self.record.metrics()
@@ -354,6 +385,11 @@ class Training:
                 "best": {"val_loss": loop.best_val_loss if loop.best_val_step >= 0 else None,
                          "step": loop.best_val_step if loop.best_val_step >= 0 else None},
                 "events": len(self.record.events())}
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
 def _fmt(value) -> str:
