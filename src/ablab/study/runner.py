@@ -104,10 +104,10 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
                       warnings=config_mod.schedule_warnings(arm.config, steps))
         rows.append(row)
         data = _prepared_if_local(prepared, arm.config)
-        vocab = data.tokenizer.vocab_size if data is not None else _vocab_without_data(arm.config)
         _choose_batch(lab, row, data)
         per_step = row.trained_as.tokens_per_step if row.trained_as else None
         row.tokens = steps * per_step if steps is not None and per_step else None
+        vocab = data.tokenizer.vocab_size if data is not None else _vocab_without_data(arm.config)
         if vocab:
             row.params, row.flops_per_token = estimates.model_size(arm.config, vocab)
         if data is not None:
@@ -132,7 +132,6 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
     return Plan(spec, baseline, rows, frozen)
 
 
-def _prepared(cache: dict[str, PreparedData | None], cfg: Config) -> PreparedData | None:
 def _choose_batch(lab: Path, row: PlanRow, data: PreparedData | None) -> None:
     """What a run of the row's arm trains as: its config, or with "auto" chosen by the probe a run
     makes (cached in the lab, so the run finds the same) when its data is on this machine. A plan on
@@ -152,6 +151,7 @@ def _choose_batch(lab: Path, row: PlanRow, data: PreparedData | None) -> None:
     row.auto = choice.sentence(cfg) + " (on this machine; a run on another device chooses again)"
 
 
+def _prepared(cache: dict[str, PreparedData | None], cfg: Config) -> PreparedData | None:
     """The tokens of `cfg`'s data, prepared once per data config (a corpus error stops here); None
     when a plan found them not on this machine (see _prepared_if_local)."""
     if repr(cfg.data) not in cache:
@@ -376,8 +376,8 @@ def _spec_record(plan: Plan) -> dict:
             "variables": spec.variables, "axis": spec.axis, "budget": spec.budget, "seeds": spec.seeds,
             "expected": spec.expected, "benchmarks": spec.benchmarks, "benchmark_limit": spec.benchmark_limit,
             "arms": {r.arm.name: r.arm.changes for r in plan.rows},
-            "frozen": plan.frozen,
             "auto_batch": {r.arm.name: r.auto for r in plan.rows if r.auto},
+            "frozen": plan.frozen,
             "path": str(spec.path) if spec.path else None}
 
 
