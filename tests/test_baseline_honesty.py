@@ -2,6 +2,7 @@
 two-size baseline families."""
 
 import dataclasses
+import json
 import subprocess
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_retrain_of_unchanged_code_reports_no_drift_and_trains_afresh(tmp_path):
         runs = ledger.runs()
         new = next(b for b in ledger.baselines() if b["ref"] == "same@2026-11-02")
     assert len(runs) == 4  # fresh runs, although the content key of the older ones matched
-    assert new["current"] and new["drift"]["metrics"]["val_loss"]["outcome"] == "no drift"
+    assert new["current"] and new["drift"]["same@2026-11-02"]["metrics"]["val_loss"]["outcome"] == "no drift"
     retrained = baselines.load(tmp_path, "same@2026-11-02")
     assert retrained.parent == "same@2026-11-01" and retrained.justified_by == ["retrain"]
 
@@ -73,7 +74,7 @@ def test_retrain_detects_a_changed_default_as_drift_with_the_commits_between(tmp
     lower = dataclasses.make_dataclass("OptimConfig", [("lr", float, dataclasses.field(default=0.0005))],
                                        bases=(C.OptimConfig,))
     monkeypatch.setitem(C.SECTION_TYPES, "optim", lower)
-    report = retrain(lab, "main", "2026-11-02", say=lambda s: None)
+    [report] = retrain(lab, "main", "2026-11-02", say=lambda s: None)
     assert report.config_changes == [("optim.lr", 0.02, 0.0005)]
     val = next(m for m in report.metrics if m.metric == "val_loss")
     assert val.outcome == "regression" and val.difference > val.floor > 0
@@ -85,7 +86,7 @@ def test_retrain_detects_a_changed_default_as_drift_with_the_commits_between(tmp
     assert report.commits[lab_root] == [f"{git(lab, 'rev-parse', '--short', 'HEAD').strip()} optim: a lower default lr"]
     assert f"between {old[:12]}" in text and "optim: a lower default lr" in text
     with Ledger(lab) as ledger:
-        stored = next(b for b in ledger.baselines() if b["ref"] == "main@2026-11-02")["drift"]
+        stored = next(b for b in ledger.baselines() if b["ref"] == "main@2026-11-02")["drift"]["main@2026-11-02"]
     assert stored["metrics"]["val_loss"]["outcome"] == "regression"
 
 
@@ -173,3 +174,45 @@ def test_runs_of_another_code_version_are_said_to_be_retrained(tmp_path, monkeyp
     assert "seeds 0, 1 will be retrained (a run is reused only at the same code version)" in warning
     run_baseline(tmp_path, "main@2026-11-01", say=lambda s: None)  # now at this code version
     assert honesty.code_version_warning(tmp_path, make_plan(tmp_path, study, probe=False)) is None
+
+
+def test_a_two_size_family_runs_a_study_at_both_sizes_side_by_side(tmp_path):
+    (tmp_path / "ablab.toml").write_text('[lab]\nname = "fam"\n[sizes.narrow]\n"model.d_model" = 32\n'
+                                         '"model.d_ff" = 64\n[sizes.wide.model]\nd_model = 64\nd_ff = 128\n')
+    (tmp_path / "tiny.toml").write_text(C.save_toml(C.load(None, TINY_BASE)))
+    made = run_cli("baseline", "new", "fam", "-c", "tiny.toml", "--sizes", "narrow,wide", "--seeds", "0,1",
+                   "--date", "2026-11-01", "--lab", str(tmp_path), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "fam@2026-11-01/narrow: model.d_model=32, model.d_ff=64" in made.stdout
+    listed = run_cli("baseline", "list", "--json", "--lab", str(tmp_path), cwd=tmp_path)
+    assert [b["ref"] for b in json.loads(listed.stdout)] == ["fam@2026-11-01/narrow", "fam@2026-11-01/wide"]
+    assert baselines.load(tmp_path, "fam@2026-11-01/wide").config.model.d_model == 64
+    study = write_study(tmp_path, "fam-lr", 'variables = { "optim.lr" = [0.005] }', seeds="[0, 1]", budget=12288,
+                        baseline="fam@2026-11-01")
+    ran = run_cli("study", "run", str(study), "--yes", "--quiet", "--lab", str(tmp_path), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    from ablab.analysis.verdicts import analyze
+
+    with Ledger(tmp_path) as ledger:
+        recorded = {s["name"]: s["baseline"] for s in ledger.studies()}
+        widths = {(r.name, r.config["model"]["d_model"]) for r in ledger.runs()}
+    assert recorded == {"fam-lr.narrow": "fam@2026-11-01/narrow", "fam-lr.wide": "fam@2026-11-01/wide"}
+    assert widths == {("fam-lr.narrow/baseline", 32), ("fam-lr.narrow/optim.lr=0.005", 32),
+                      ("fam-lr.wide/baseline", 64), ("fam-lr.wide/optim.lr=0.005", 64)}
+    sheet = (tmp_path / "reports" / "studies" / "fam-lr.narrow.md").read_text()
+    section = sheet.split("### Effect at each size", 1)[1].split("## 9.", 1)[0].splitlines()
+    header = next(line for line in section if line.startswith("| arm |"))
+    assert header.startswith("| arm | narrow: val_loss change (95% CI) | wide: val_loss change (95% CI) |")
+    row = next(line for line in section if line.startswith("| optim.lr=0.005 |"))
+    for size in ("narrow", "wide"):
+        change = next(r for r in analyze(tmp_path, f"fam-lr.{size}")[1] if r.arm == "optim.lr=0.005").comparison
+        assert f"{change.mean_diff:+.4f} ({change.ci_low:+.4f}, {change.ci_high:+.4f})" in row
+    # one size only, by design.sizes; a size the family lacks is refused in one sentence
+    from ablab.study.sizes import size_specs
+    from ablab.study.spec import parse
+
+    spec = dataclasses.replace(parse(study), sizes=["wide"])
+    assert [(s.name, s.baseline) for s in size_specs(tmp_path, spec)] == [("fam-lr.wide", "fam@2026-11-01/wide")]
+    study.write_text(study.read_text().replace("seeds = [0, 1]", 'seeds = [0, 1]\nsizes = ["huge"]'))
+    refused = run_cli("study", "plan", str(study), "--no-probe", "--lab", str(tmp_path), cwd=tmp_path)
+    assert refused.returncode == 2 and "design.sizes names 'huge'" in refused.stderr and "narrow, wide" in refused.stderr

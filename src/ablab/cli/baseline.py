@@ -25,35 +25,44 @@ def baseline_new(name: str = typer.Argument(..., help="Baseline name, e.g. main.
                  config: str = typer.Option(..., "--config", "-c", help="TOML config or preset."),
                  date: str = typer.Option("", help="YYYY-MM-DD (default: today)."),
                  seeds: str = typer.Option("0,1,2", help="Seeds every study on it will use."),
+                 sizes: str = typer.Option("", help="A family of sizes, e.g. small,medium: each a [sizes.NAME] "
+                                                    "table of ablab.toml or a preset's model dims."),
                  lab: Optional[Path] = LabOpt) -> None:
     """Fix a config on a date as a baseline: writes `baselines/NAME@DATE.toml` and makes it current.
+    With `--sizes`, one family of those sizes (NAME@DATE/SIZE each; NAME@DATE is all of them).
 
-    Example: `ablab baseline new main -c quickstart --seeds 0,1,2`
+    Example: `ablab baseline new main -c quickstart --seeds 0,1,2 --sizes small,medium`
     """
     check_name(name, "Baseline name", "main")
     cfg = config_mod.load(config, list(overrides or []))
     ref_date = baselines.check_date(date) if date else baselines.today()
     baselines.parse_ref(f"{name}@{ref_date}")
     set_keys = baselines.set_keys_of(config, list(overrides or []))
-    path = baselines.create(lab_dir(lab), baselines.Baseline(name, ref_date, cfg, seed_list(seeds), set_keys=set_keys))
+    family = baselines.resolve_sizes(lab_dir(lab), [s.strip() for s in sizes.split(",") if s.strip()])
+    created = baselines.Baseline(name, ref_date, cfg, seed_list(seeds), set_keys=set_keys, sizes=family)
+    path = baselines.create(lab_dir(lab), created)
     console.print(f"created baseline {name}@{ref_date} at {path} (current for '{name}')")
+    for size in created.members() if family else []:
+        console.print(f"  {size.ref}: " + ", ".join(f"{k}={v}" for k, v in family[size.size].items()), markup=False)
 
 
 @baseline_app.command("run")
 def baseline_run(ref: str = typer.Argument(..., help="NAME@DATE"), quiet: bool = QuietOpt,
                  lab: Optional[Path] = LabOpt) -> None:
-    """Train the baseline at each of its seeds (reusing finished runs) and measure its noise floor.
+    """Train the baseline at each of its seeds (reusing finished runs) and measure its noise floor;
+    a family (NAME@DATE) at each of its sizes.
 
     Example: `ablab baseline run main@2026-11-21`
     """
     from ablab.api import Lab  # here, not at the top: `ablab --help` imports no torch
 
-    handle = Lab(lab_dir(lab)).baseline(ref)
-    with Display(quiet) as display, watching_preparation(display):
-        bars = StudyBars(display, f"baseline {handle.ref}", len(handle.seeds), lambda arm, seed: handle.config)
-        floor = handle.run(say=console.print, progress_for=bars.progress_for, on_cell=bars.on_cell)
-    console.print("seed-noise floor (std over seeds): " +
-                  ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
+    for size in baselines.load(lab_dir(lab), ref).members():
+        handle = Lab(lab_dir(lab)).baseline(size.ref)
+        with Display(quiet) as display, watching_preparation(display):
+            bars = StudyBars(display, f"baseline {handle.ref}", len(handle.seeds), lambda arm, seed: handle.config)
+            floor = handle.run(say=console.print, progress_for=bars.progress_for, on_cell=bars.on_cell)
+        console.print(f"seed-noise floor of {handle.ref} (std over seeds): " +
+                      ", ".join(f"{k} {v:.3g}" for k, v in floor.items() if v == v))
 
 
 @baseline_app.command("retrain")
@@ -70,13 +79,15 @@ def baseline_retrain(name: str = typer.Argument(..., help="Baseline name, e.g. m
     from ablab.study.retrain import previous_baseline, retrain
 
     previous = previous_baseline(lab_dir(lab), name)
-    count = len(seed_list(seeds)) if seeds else len(previous.seeds)
+    count = (len(seed_list(seeds)) if seeds else len(previous.seeds)) * len(previous.members())
+    configs = {size.ref.partition("/")[2]: baselines.current_config(size) for size in previous.members()}
     with Display(quiet) as display, watching_preparation(display):
-        bars = StudyBars(display, f"retrain {name}", count, lambda ref, seed: baselines.current_config(previous))
-        report = retrain(lab_dir(lab), name, date or None, seed_list(seeds) if seeds else None, say=console.print,
-                         progress_for=bars.progress_for, on_cell=bars.on_cell)
-    for line in report.lines():
-        console.print(line, markup=False, soft_wrap=True)
+        bars = StudyBars(display, f"retrain {name}", count, lambda ref, seed: configs[ref.partition("/")[2]])
+        reports = retrain(lab_dir(lab), name, date or None, seed_list(seeds) if seeds else None, say=console.print,
+                          progress_for=bars.progress_for, on_cell=bars.on_cell)
+    for report in reports:
+        for line in report.lines():
+            console.print(line, markup=False, soft_wrap=True)
 
 
 @baseline_app.command("tiers")

@@ -115,13 +115,13 @@ def study_plan(file: Path = typer.Argument(..., help="Study TOML file."),
 
     Example: `ablab study plan studies/muon-lr.toml`
     """
-    from ablab.api import Lab
     from ablab.study.honesty import plan_warnings
+    from ablab.study.sizes import make_plans
 
-    plan = Lab(lab_dir(lab)).study(file).plan(probe=probe)
-    print_plan(plan)
-    for warning in plan_warnings(lab_dir(lab), plan):
-        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    for plan in make_plans(lab_dir(lab), file, probe=probe):  # one per size of a family baseline
+        print_plan(plan)
+        for warning in plan_warnings(lab_dir(lab), plan):
+            console.print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 @study_app.command("run")
@@ -137,25 +137,34 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
     Example: `ablab study run studies/muon-lr.toml --yes --executor local --workers 2`
     """
     from ablab.api import Lab
+    from ablab.report.sheets import write_sheet
     from ablab.study import honesty
+    from ablab.study.sizes import make_plans
 
     dirty = honesty.refuse_dirty(lab_dir(lab), allow_dirty)
     runner = make_executor(executor, workers, retries, retry_on, lab_dir(lab), address)
     study = Lab(lab_dir(lab)).study(file)
-    plan = study.plan()
-    print_plan(plan)
-    for warning in honesty.plan_warnings(lab_dir(lab), plan):
-        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    plans = make_plans(lab_dir(lab), file)  # one per size of a family baseline
+    for plan in plans:
+        print_plan(plan)
+        for warning in honesty.plan_warnings(lab_dir(lab), plan):
+            console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if not yes and not typer.confirm("Run this study?"):
         raise typer.Exit(1)
-    with Display(quiet) as display, watching_preparation(display):
-        bars = plan_bars(display, plan)
-        state = study.run(runner, say=console.print, plan=plan, progress_for=bars.progress_for,
-                          on_cell=bars.on_cell)
-    honesty.record_allowed_dirty(lab_dir(lab), plan.spec.name, dirty)
-    sheet = study.sheet()
-    _print_verdicts(lab_dir(lab), plan.spec.name)
-    console.print(f"sheet: {sheet}")
+    states = []
+    for plan in plans:
+        with Display(quiet) as display, watching_preparation(display):
+            bars = plan_bars(display, plan)
+            states.append(study.run(runner, say=console.print, plan=plan, progress_for=bars.progress_for,
+                                    on_cell=bars.on_cell))
+        honesty.record_allowed_dirty(lab_dir(lab), plan.spec.name, dirty)
+        if states[-1] == "interrupted":
+            break
+    for plan in plans[:len(states)]:  # after every size ran: each sheet shows them all
+        sheet = write_sheet(lab_dir(lab), plan.spec.name)
+        _print_verdicts(lab_dir(lab), plan.spec.name)
+        console.print(f"sheet: {sheet}")
+    state = next((s for s in ("interrupted", "failed") if s in states), "finished")
     if state == "interrupted":
         console.print(f"interrupted; run `ablab study run {file}` again to finish only what is missing")
         raise typer.Exit(130)

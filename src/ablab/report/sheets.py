@@ -12,6 +12,7 @@ from ablab.analysis.benchmarks import BenchmarkRow, benchmark_table
 from ablab.analysis.runs import markdown_table
 from ablab.analysis.samples import SampleTable, side_by_side
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
+from ablab.report.size_table import size_lines
 from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger
 
@@ -153,6 +154,7 @@ def write_sheet(lab: Path, name: str) -> Path:
         *(["### Benchmarks", "", *bench_lines, ""] if bench_lines else []),
         *(["### Samples", "", *sample_lines, ""] if sample_lines else []),
         "### Verdict", "", *_verdicts(results, spec, floor), "", *[f"![{p.stem}]({p.name})" for p in plots], "",
+        *size_lines(lab, name),
         "## 9. Interpretation", "", notes.get("interpretation") or RESEARCHER.format(name=name), "",
         "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "",
         "## 11. Follow-up Questions", "", notes.get("follow_up") or RESEARCHER.format(name=name), ""]

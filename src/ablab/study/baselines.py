@@ -18,10 +18,11 @@ from typing import Any
 from ablab import config as config_mod
 from ablab.config import Config
 from ablab.errors import UserError
-from ablab.lab import read_user_text
+from ablab.lab import lab_settings, read_user_text
 from ablab.store.ledger import Ledger, Run, ledger_path
 
-REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<date>\d{4}-\d{2}-\d{2})$")
+# NAME@DATE, or NAME@DATE/SIZE for one size of a two-size (or more) family.
+REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<date>\d{4}-\d{2}-\d{2})(?:/(?P<size>[A-Za-z0-9][A-Za-z0-9_.-]*))?$")
 
 
 @dataclass
@@ -35,21 +36,50 @@ class Baseline:
     # The config keys its config file (or preset) and overrides set; every other key took the code's
     # default, which `baseline retrain` re-resolves. None: not known (an older baseline), so all count as set.
     set_keys: list[str] | None = None
+    # A family's sizes: size name -> the dotted config changes that make that size (model dims). A
+    # family is one file and one ledger entry; NAME@DATE/SIZE is one size, NAME@DATE all of them.
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    size: str | None = None  # set for one size of a family: its config is the family's plus sizes[size]
 
     @property
     def ref(self) -> str:
-        return f"{self.name}@{self.date}"
+        return f"{self.name}@{self.date}" + (f"/{self.size}" if self.size else "")
+
+    def members(self) -> list["Baseline"]:
+        """Each size of a family as its own baseline (NAME@DATE/SIZE); a single baseline is its own."""
+        if not self.sizes or self.size is not None:
+            return [self]
+        return [member(self, size) for size in self.sizes]
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
     match = REF.match(ref)
     if not match:
-        raise UserError(f"'{ref}' is not a baseline reference; write NAME@YYYY-MM-DD, e.g. main@2026-11-21.")
+        raise UserError(f"'{ref}' is not a baseline reference; write NAME@YYYY-MM-DD, e.g. main@2026-11-21 "
+                        "(or NAME@YYYY-MM-DD/SIZE for one size of a family).")
     return match["name"], match["date"]
 
 
+def size_of(ref: str) -> str | None:
+    """The SIZE of NAME@DATE/SIZE; None for NAME@DATE."""
+    parse_ref(ref)
+    return REF.match(ref)["size"]
+
+
 def baseline_path(lab: Path, ref: str) -> Path:
-    return lab / "baselines" / f"{ref}.toml"
+    """The baseline's file; every size of a family is in the family's one file."""
+    return lab / "baselines" / f"{ref.partition('/')[0]}.toml"
+
+
+def member(family: Baseline, size: str) -> Baseline:
+    """One size of a family: the family's config with that size's changes, as NAME@DATE/SIZE."""
+    if size not in family.sizes:
+        raise UserError(f"Baseline {family.ref} has no size '{size}'"
+                        + (f"; its sizes are {', '.join(family.sizes)}." if family.sizes else "; it is a single size."))
+    cfg = config_mod.replace(family.config, family.sizes[size])
+    set_keys = None if family.set_keys is None else sorted(set(family.set_keys) | set(family.sizes[size]))
+    return Baseline(family.name, family.date, cfg, family.seeds, family.parent, family.justified_by, set_keys,
+                    family.sizes, size)
 
 
 def to_toml(baseline: Baseline) -> str:
@@ -57,13 +87,16 @@ def to_toml(baseline: Baseline) -> str:
     meta |= {key: value for key, value in (("parent", baseline.parent), ("justified_by", baseline.justified_by))
              if value}
     meta |= {"set_keys": sorted(baseline.set_keys)} if baseline.set_keys is not None else {}
+    meta |= {"sizes": baseline.sizes} if baseline.sizes else {}
     header = f"Baseline {baseline.ref}. Never edit a dated baseline: promote a new one instead."
     return config_mod.dump_toml(config_mod.to_dict(baseline.config) | {"baseline": meta}, header=header)
 
 
 def load(lab: Path, ref: str) -> Baseline:
-    """The baseline NAME@DATE of this lab, or a UserError naming the ones that exist."""
+    """The baseline NAME@DATE (a family: all its sizes) or NAME@DATE/SIZE (one size) of this lab, or
+    a UserError naming the ones that exist."""
     name, date = parse_ref(ref)
+    size = size_of(ref)
     path = baseline_path(lab, ref)
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (lab / "baselines").glob("*@*.toml"))) or "none yet"
@@ -75,8 +108,10 @@ def load(lab: Path, ref: str) -> Baseline:
     meta = raw.pop("baseline", {})
     cfg = config_mod.from_dict(raw, where=str(path))
     set_keys = meta.get("set_keys")
-    return Baseline(name, date, cfg, [int(s) for s in meta.get("seeds", [0])], meta.get("parent"),
-                    list(meta.get("justified_by", [])), None if set_keys is None else [str(k) for k in set_keys])
+    found = Baseline(name, date, cfg, [int(s) for s in meta.get("seeds", [0])], meta.get("parent"),
+                     list(meta.get("justified_by", [])), None if set_keys is None else [str(k) for k in set_keys],
+                     {str(k): dict(v) for k, v in meta.get("sizes", {}).items()})
+    return found if size is None else member(found, size)
 
 
 def create(lab: Path, baseline: Baseline) -> Path:
@@ -87,6 +122,9 @@ def create(lab: Path, baseline: Baseline) -> Path:
     if problem:
         raise UserError(f"The seeds {baseline.seeds} of baseline {baseline.name} cannot be used: {problem}; "
                         "pass e.g. --seeds 0,1,2.")
+    if baseline.size is not None:
+        raise UserError(f"{baseline.ref} is one size of a family; create the family {baseline.ref.partition('/')[0]}.")
+    baseline.members()  # every size's config is valid before anything is written
     path = baseline_path(lab, baseline.ref)
     if path.exists():
         raise UserError(f"Baseline {baseline.ref} already exists and dated baselines never change; "
@@ -95,7 +133,8 @@ def create(lab: Path, baseline: Baseline) -> Path:
     path.write_text(to_toml(baseline), encoding="utf-8")
     with Ledger(lab) as ledger:
         ledger.save_baseline(baseline.name, baseline.date, config_mod.to_dict(baseline.config), baseline.seeds,
-                             {"parent": baseline.parent, "justified_by": baseline.justified_by})
+                             {"parent": baseline.parent, "justified_by": baseline.justified_by}
+                             | ({"sizes": list(baseline.sizes)} if baseline.sizes else {}))
         ledger.set_current_baseline(baseline.name, baseline.date)
     return path
 
@@ -162,7 +201,7 @@ def listing(lab: Path) -> list[dict[str, Any]]:
     if not ledger_path(lab).exists():
         return []
     with Ledger(lab) as ledger:
-        found = ledger.baselines()
+        found = _with_sizes(lab, ledger.baselines())
         for b in found:
             measured = noise_floor(ledger, config_mod.from_dict(b["config"], b["ref"]), b["seeds"])
             b.setdefault("noise_floor", None)
@@ -170,6 +209,42 @@ def listing(lab: Path) -> list[dict[str, Any]]:
             if measured["finished_seeds"] >= b["finished_seeds"]:
                 b |= measured if measured["finished_seeds"] else {"noise_floor": None}
     return found
+
+
+def _with_sizes(lab: Path, rows: list[dict]) -> list[dict]:
+    """The ledger's baselines with each family replaced by its sizes (NAME@DATE/SIZE, each with its
+    own config and the noise floor stored for it), in the family's place."""
+    out = []
+    for row in rows:
+        if not row.get("sizes"):
+            out.append(row)
+            continue
+        family = load(lab, row["ref"])
+        for size in family.members():
+            stored = (row.get("size_floors") or {}).get(size.size, {})
+            out.append({key: value for key, value in row.items() if key not in ("noise_floor", "finished_seeds")}
+                       | stored | {"ref": size.ref, "size": size.size, "config": config_mod.to_dict(size.config)})
+    return out
+
+
+def resolve_sizes(lab: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Size name -> its config changes: the lab's ablab.toml [sizes.NAME] table (dotted keys, or
+    [sizes.NAME.model] tables), else the model dims of the preset NAME (src/ablab/presets/NAME.toml)."""
+    defined = lab_settings(lab).get("sizes", {})
+    sizes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name in defined:
+            table = defined[name]
+            sizes[name] = {f"{k}.{sub}" if isinstance(v, dict) else k: w for k, v in table.items()
+                           for sub, w in (v.items() if isinstance(v, dict) else [(None, v)])}
+        elif (config_mod.PRESETS_DIR / f"{name}.toml").is_file():
+            model = tomllib.loads((config_mod.PRESETS_DIR / f"{name}.toml").read_text(encoding="utf-8"))["model"]
+            sizes[name] = {f"model.{key}": value for key, value in model.items()}
+        else:
+            presets = ", ".join(sorted(p.stem for p in config_mod.PRESETS_DIR.glob("*.toml")))
+            raise UserError(f"Size '{name}' is neither a [sizes.{name}] table of the lab's ablab.toml nor a preset "
+                            f"({presets}); define it there or pick a preset.")
+    return sizes
 
 
 def promote_arm(lab: Path, study: str, arm: str, date: str | None = None) -> tuple[Baseline, Baseline]:
@@ -182,7 +257,7 @@ def promote_arm(lab: Path, study: str, arm: str, date: str | None = None) -> tup
     arms = record["spec"]["arms"]
     if arm not in arms or arm == "baseline":
         raise UserError(f"Study {study} has no arm '{arm}'; choose one of: {', '.join(a for a in arms if a != 'baseline')}.")
-    previous = load(lab, record["baseline"])
+    previous = load(lab, record["baseline"].partition("/")[0])  # one size's study promotes into its whole family
     return previous, promote(lab, previous, arms[arm], study, check_date(date) if date else today())
 
 
@@ -192,7 +267,7 @@ def promote(lab: Path, previous: Baseline, changes: dict[str, Any], study: str, 
         raise UserError(f"A promoted baseline must be dated after {previous.ref}; pass --date later than {previous.date}.")
     cfg = config_mod.replace(previous.config, changes)
     set_keys = None if previous.set_keys is None else sorted(set(previous.set_keys) | set(changes))
-    new = Baseline(previous.name, date, cfg, previous.seeds, previous.ref, [study], set_keys)
+    new = Baseline(previous.name, date, cfg, previous.seeds, previous.ref, [study], set_keys, previous.sizes)
     create(lab, new)
     return new
 

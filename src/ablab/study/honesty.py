@@ -94,10 +94,12 @@ def record_allowed_dirty(lab: Path, study: str, changed: list[str]) -> None:
 def stale_warning(lab: Path, ref: str) -> str | None:
     """One sentence when `ref` is not the current baseline of its name: the newer one and its diff."""
     name, _ = baselines.parse_ref(ref)
+    size = baselines.size_of(ref)
     with Ledger(lab) as ledger:
         current = next((b["ref"] for b in ledger.baselines() if b["name"] == name and b.get("current")), None)
-    if current is None or current == ref:
+    if current is None or current == ref.partition("/")[0]:
         return None
+    current = f"{current}/{size}" if size and size in baselines.load(lab, current).sizes else current
     changes = config_mod.diff(baselines.load(lab, ref).config, baselines.load(lab, current).config)
     shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes) or "no config changes"
     return (f"Baseline {ref} is not the current '{name}' baseline: {current} is (its changes: {shown}); point "

@@ -117,36 +117,49 @@ def previous_baseline(lab: Path, name: str) -> baselines.Baseline:
 
 def retrain(lab: Path, name: str, date: str | None = None, seeds: list[int] | None = None,
             say: Callable[[str], None] = print, progress_for: Callable[[str, int], Any] | None = None,
-            on_cell: Callable[[str, int, str], None] | None = None) -> DriftReport:
+            on_cell: Callable[[str, int, str], None] | None = None) -> list[DriftReport]:
     """Make NAME@`date` (default today) from the current NAME on the current code, train its seeds
-    afresh, store and return its comparison with the previous date (ablab.study.retrain)."""
+    afresh (a family: at each of its sizes), store and return the comparison of each size with the
+    previous date (one report; one per size for a family)."""
     previous = previous_baseline(lab, name)
     date = baselines.check_date(date) if date else baselines.today()
     if date <= previous.date:
         raise UserError(f"A retrained baseline must be dated after {previous.ref}; pass --date later than "
                         f"{previous.date}.")
     with Ledger(lab) as ledger:  # before anything trains: the runs of the previous date, not today's
-        old_runs = baselines.seed_runs(ledger, previous.config, previous.seeds)
+        old_runs = [baselines.seed_runs(ledger, old.config, old.seeds) for old in previous.members()]
     new = baselines.Baseline(name, date, baselines.current_config(previous), seeds or previous.seeds, previous.ref,
-                             ["retrain"], previous.set_keys)
+                             ["retrain"], previous.set_keys, previous.sizes)
     baselines.create(lab, new)
-    new_runs = {}
-    for seed in new.seeds:
-        cfg = config_mod.replace(new.config, {"seed": seed, "name": f"{new.ref}/seed{seed}"})
-        outcome = launch.start_run(cfg, lab, progress_for(new.ref, seed) if progress_for else None, force=True)
-        say(f"{new.ref} seed {seed}: run {outcome.run_id} {outcome.status}")
-        if on_cell is not None:
-            on_cell(new.ref, seed, outcome.status)
-        if outcome.status != "finished":
-            raise UserError(f"Run {outcome.run_id} of {new.ref} seed {seed} ended {outcome.status}; finish it with "
-                            f"`ablab resume {outcome.run_id}`, then `ablab baseline run {new.ref}`.")
-        with Ledger(lab) as ledger:
-            new_runs[seed] = ledger.run(outcome.run_id)
-    report = compare(previous, new, old_runs, new_runs)
+    reports = []
+    for old, fresh, before in zip(previous.members(), new.members(), old_runs):
+        reports.append(compare(old, fresh, before, _train_afresh(lab, fresh, say, progress_for, on_cell)))
     with Ledger(lab) as ledger:
-        ledger.update_baseline_data(name, date, {"drift": report.to_dict()} |
-                                    baselines.noise_floor(ledger, new.config, new.seeds))
-    return report
+        ledger.update_baseline_data(name, date, {"drift": {r.current: r.to_dict() for r in reports}})
+    for fresh in new.members():
+        with Ledger(lab) as ledger:
+            floor = baselines.noise_floor(ledger, fresh.config, fresh.seeds)
+            ledger.update_baseline_data(name, date, {"size_floors": {fresh.size: floor}} if fresh.size else floor)
+    return reports
+
+
+def _train_afresh(lab: Path, baseline: baselines.Baseline, say: Callable[[str], None],
+                  progress_for: Callable[[str, int], Any] | None,
+                  on_cell: Callable[[str, int, str], None] | None) -> dict[int, Run]:
+    """Train every seed of `baseline` as a new run (forced: never an older date's run of the same key)."""
+    runs = {}
+    for seed in baseline.seeds:
+        cfg = config_mod.replace(baseline.config, {"seed": seed, "name": f"{baseline.ref}/seed{seed}"})
+        outcome = launch.start_run(cfg, lab, progress_for(baseline.ref, seed) if progress_for else None, force=True)
+        say(f"{baseline.ref} seed {seed}: run {outcome.run_id} {outcome.status}")
+        if on_cell is not None:
+            on_cell(baseline.ref, seed, outcome.status)
+        if outcome.status != "finished":
+            raise UserError(f"Run {outcome.run_id} of {baseline.ref} seed {seed} ended {outcome.status}; finish it "
+                            f"with `ablab resume {outcome.run_id}`, then `ablab baseline run {baseline.ref}`.")
+        with Ledger(lab) as ledger:
+            runs[seed] = ledger.run(outcome.run_id)
+    return runs
 
 
 def compare(previous: baselines.Baseline, new: baselines.Baseline, old_runs: dict[int, Run],

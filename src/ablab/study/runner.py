@@ -86,12 +86,13 @@ class Plan:
         return None if any(p is None for p in parts) else tuple(map(sum, zip(*parts)))
 
 
-def make_plan(lab: Path, spec_path: Path, probe: bool = True) -> Plan:
+def make_plan(lab: Path, spec_path: Path, probe: bool = True, spec: StudySpec | None = None) -> Plan:
     """Load the study and its baseline, expand and check the arms, and count per arm what running it
     would reuse, train and resume (decided as `run_study` decides it). Time comes from the finished
     runs of each arm's shape on this host, else (with `probe`) from timed real steps, one probe per
-    shape with anything left to train (ablab.study.estimates)."""
-    spec = parse(spec_path)
+    shape with anything left to train (ablab.study.estimates). `spec`: the study already parsed (one
+    size of a family's study, ablab.study.sizes)."""
+    spec = spec or parse(spec_path)
     baseline = baselines.load(lab, spec.baseline)
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
@@ -411,5 +412,6 @@ def _store_noise_floor(lab: Path, baseline: baselines.Baseline) -> dict[str, flo
     keep it with the baseline (for readers of the ledger, such as the HTML report)."""
     with Ledger(lab) as ledger:
         measured = baselines.noise_floor(ledger, baseline.config, baseline.seeds)
-        ledger.update_baseline_data(baseline.name, baseline.date, measured)
+        ledger.update_baseline_data(baseline.name, baseline.date,  # one size of a family: its own floor
+                                    {"size_floors": {baseline.size: measured}} if baseline.size else measured)
     return measured["noise_floor"]

@@ -143,6 +143,7 @@ class StudySpec:
     benchmark_limit: int  # examples per benchmark task (a seeded subset); 0 = all
     expected: str
     path: Path | None = None
+    sizes: list[str] = field(default_factory=list)  # of a family baseline: the sizes to run at ([] = all of them)
 
 
 @dataclass
@@ -167,7 +168,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
                "variables": (dict, 'variables = { "optim.lr" = [0.04] }'),
                "arms": (dict, '[design.arms.no-norm] with "model.norm" = "none"'), "mode": (str, 'mode = "grid"'),
                "frozen": (list, 'frozen = ["optim.lr"]'), "metrics": (list, 'metrics = ["val_loss"]'),
-               "benchmarks": (list, 'benchmarks = ["piqa"]'), "benchmark_limit": (int, "benchmark_limit = 200")},
+               "benchmarks": (list, 'benchmarks = ["piqa"]'), "benchmark_limit": (int, "benchmark_limit = 200"),
+               "sizes": (list, 'sizes = ["small", "medium"]')},
     "expected": {"outcomes": (str, 'outcomes = "..."')},
 }
 _TYPE_NAMES = {str: "a quoted string", int: "a whole number", float: "a number", list: "a list", dict: "a table"}
@@ -288,7 +290,7 @@ def parse(path: Path) -> StudySpec:
         metrics=list(design.get("metrics", ["val_loss", "tokens_per_s", "peak_memory_mb"])),
         benchmarks=[_task_path(str(b), path) for b in design.get("benchmarks", [])], benchmark_limit=int(design.get("benchmark_limit", 200)),
         expected=str(_section(raw, "expected", where).get("outcomes", "")),
-        path=path)
+        path=path, sizes=[str(size) for size in design.get("sizes", [])])
 
 
 def _task_path(task: str, study_file: Path) -> str:
