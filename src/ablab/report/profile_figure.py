@@ -36,3 +36,23 @@ def profile_figure(profiles: Mapping[str, Sequence[Mapping]], out: Path) -> list
             memory.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, out)
+
+
+def profile_markdown(rows: Mapping[str, Mapping]) -> list[str]:
+    """A memory study's addendum table: arm -> its ablab.study.systems profile row; [] without rows."""
+    if not rows:
+        return []
+    from ablab.analysis.runs import markdown_table
+
+    def mb(value) -> str:
+        return "out of memory" if value is None else f"{value:,.1f}"
+
+    table = [[arm, f"{r['batch_size']} x {r['seq_len']}", f"{r['params'] / 1e6:.2f}M", mb(r["weights_mb"]),
+              mb(r["grads_mb"]), mb(r["optimizer_mb"]), mb(r["activations_mb"]), mb(r["peak_mb"]),
+              "—" if r["step_s"] is None else f"{r['step_s']:.3f}",
+              "—" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}"] for arm, r in rows.items()]
+    means = sorted({r["peak_means"] for r in rows.values()})
+    return ["Memory by part, measured as `ablab profile` measures it (one micro-batch per process, "
+            f"{rows[next(iter(rows))]['device']}); peak: {'; '.join(means)}.", "",
+            *markdown_table(["arm", "micro-batch", "params", "weights MB", "gradients MB", "optimizer MB",
+                             "activations MB", "peak MB", "step s", "tokens/s"], table)]

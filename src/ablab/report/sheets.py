@@ -12,6 +12,7 @@ from ablab.analysis.benchmarks import BenchmarkRow, benchmark_table
 from ablab.analysis.runs import markdown_table
 from ablab.analysis.samples import SampleTable, side_by_side
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
+from ablab.report.profile_figure import profile_markdown
 from ablab.report.size_table import size_lines
 from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger
@@ -149,7 +150,8 @@ def write_sheet(lab: Path, name: str) -> Path:
         "## 8. Results", "", "### Raw Observations", "", *_observations(cells, events), "",
         "### Quantitative Summary", "", *_results_table(spec, cells, memory=False), "",
         "### Per-seed Runs", "", *_seed_table(spec, cells, results, events), "",
-        *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), ""]
+        *(["### Memory / Systems Addendum", "", *_results_table(spec, cells, memory=True), "",
+           *profile_markdown(record.get("data", {}).get("profile") or {}), ""]
           if spec["category"] == "memory" else []),
         *(["### Benchmarks", "", *bench_lines, ""] if bench_lines else []),
         *(["### Samples", "", *sample_lines, ""] if sample_lines else []),

@@ -22,6 +22,7 @@ from ablab.store.provenance import collect as collect_provenance
 from ablab.study import baselines, estimates
 from ablab.study.benchmarks import score_run
 from ablab.study.spec import Arm, StudySpec, arms, check, parse
+from ablab.study.systems import profile_arms
 from ablab.train import autobatch, launch
 
 
@@ -94,6 +95,9 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True, spec: StudySpec | 
     size of a family's study, ablab.study.sizes)."""
     spec = spec or parse(spec_path)
     baseline = baselines.load(lab, spec.baseline)
+    if baseline.sizes and baseline.size is None:
+        raise UserError(f"{spec.baseline} is a family of sizes ({', '.join(baseline.sizes)}); plan it with "
+                        "ablab.study.sizes.make_plans (as `ablab study plan` does), or name one size NAME@DATE/SIZE.")
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
     if spec.benchmarks:  # an unknown task or missing benchmark data fails before any run trains
@@ -219,6 +223,8 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
         for seed in spec.seeds:
             for row in plan.rows:
                 _score_benchmarks(lab, spec, row.arm.name, seed, say)
+    if spec.category == "memory" and "failed" not in states:  # the sheet's memory / systems addendum
+        profile_arms(lab, spec.name, {row.arm.name: row.arm.config for row in plan.rows})
     return "failed" if "failed" in states else "finished"
 
 
