@@ -222,10 +222,11 @@ def markdown_table(columns: typing.Sequence[str], rows: typing.Iterable[typing.S
 
 # -- ablab show ---------------------------------------------------------------------------------------
 def show(lab: Path, ref: str) -> dict[str, Table]:
-    """One run in titled sections: run, config (one per section), provenance, metrics, events, notes."""
+    """One run in titled sections: run, config (one per section), provenance, metrics, events, notes,
+    tag history (every tag added or removed, with its time: taking a tag off keeps that it was on)."""
     with open_ledger(lab) as ledger:
         run = ledger.run(ref)
-        events, notes = ledger.events(run.id), ledger.notes(run.id)
+        events, notes, tag_history = ledger.events(run.id), ledger.notes(run.id), ledger.tag_history(run.id)
         evals = ledger.evals([run.id])
     r = run.result
     summary = {"id": run.id, "name": run.name, "status": run.status, "created": run.created_at,
@@ -248,6 +249,8 @@ def show(lab: Path, ref: str) -> dict[str, Table]:
                                     for e in evals])
     sections["events"] = Table(["step", "kind", "message"], events)
     sections["notes"] = Table(["time", "text"], notes)
+    sections["tag_history"] = Table(["time", "action", "tag"],  # '' time: tagged before the ledger kept history
+                                    [row | {"time": row["time"] or "(before history)"} for row in tag_history])
     return sections
 
 

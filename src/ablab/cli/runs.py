@@ -87,7 +87,7 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     With `--json`: one object with keys run (id, name, status, created, finished, stop_reason, steps,
     tokens, train_seconds, params, seed, tags), config (the run's config, one object per section),
     provenance, metrics (final_<metric>, best_val_loss, best_at_step), and the lists benchmarks,
-    events and notes.
+    events, notes and tag_history (time, action add or remove, tag).
 
     Example: `ablab show 3f2a`
     """
@@ -157,6 +157,7 @@ def tag(run_id: str = typer.Argument(..., help="Run id."),
         remove: Optional[str] = typer.Option(None, "--remove", metavar="TAG", help="Take this tag off the run."),
         lab: Optional[Path] = LabOpt) -> None:
     """Tag a run, or take a tag off with `--remove TAG`; `ablab runs --tag TAG` lists the runs with it.
+    Both are kept with their time in the run's tag history (`ablab show`): a removal never erases it.
 
     Example: `ablab tag 3f2a baseline`
     """

@@ -8,7 +8,9 @@ opening an older ledger runs the migrations in order.
 Write API: record_run, log_metrics, log_event, heartbeat, finish_run, add_note, add_tag, remove_tag,
 delete_run (`ablab runs rm`: one run's rows in one transaction); baselines
 and studies (save_*, update_*, link_study_run); benchmark results (record_evals); scaling-law fits
-(save_fit); those of the lab-level tables are in ablab.store.tables, which Ledger inherits.
+(save_fit); those of the lab-level tables are in ablab.store.tables, which Ledger inherits, and the
+tag history and ideas in ablab.store.notebook. A finished or diverged run's record never changes
+(schema 6's triggers refuse it, and Transaction turns that into a UserError); it can only be removed whole.
 Queries return plain dataclasses and dicts.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ablab.errors import UserError
+from ablab.store.notebook import NotebookTables
 from ablab.store.schema import EVAL_KEY, migrate
 from ablab.store.tables import LabTables, dump
 
@@ -77,7 +80,7 @@ def pending_path(lab: Path, run_id: str) -> Path:
     return pending_root(lab) / run_id
 
 
-class Ledger(LabTables):
+class Ledger(LabTables, NotebookTables):
     """One lab's ledger. Every write is one BEGIN IMMEDIATE transaction; RUN_WRITES are the ones a
     run makes while it trains, the only ones a worker's LedgerProxy (ablab.store.proxy) carries."""
 
@@ -172,11 +175,8 @@ class Ledger(LabTables):
         among them), benchmark results and prompt-suite samples the files hold, in one transaction. Only while the row is as
         it was read (heartbeat `seen_heartbeat`): False, changing nothing, when a process wrote it since."""
         with self._write():
-            cursor = self.conn.execute(
-                "UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?"
-                " AND status IN ('running', 'interrupted') AND heartbeat IS ?",
-                (result["status"], dump(result), result.get("finished_at"), time.time(), run_id, seen_heartbeat))
-            if cursor.rowcount != 1:
+            if not self.conn.execute("SELECT 1 FROM runs WHERE id=? AND status IN ('running', 'interrupted')"
+                                     " AND heartbeat IS ?", (run_id, seen_heartbeat)).fetchone():
                 return False
             self.conn.executemany(  # merged as log_metrics merges: rows the ledger already has stay as they are
                 "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
@@ -192,15 +192,20 @@ class Ledger(LabTables):
             self.conn.executemany(
                 "INSERT OR REPLACE INTO samples (run_id, step, prompt, mode, data) VALUES (?, ?, ?, ?, ?)",
                 [(run_id, row["step"], row["prompt"], row["mode"], dump(row)) for row in samples])
+            # Last: once the row reads finished or diverged, its metric rows are settled (schema 6's triggers).
+            self.conn.execute("UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?",
+                              (result["status"], dump(result), result.get("finished_at"), time.time(), run_id))
         return True
 
     def add_note(self, run_id: str, text: str, at: str) -> None:
         with self._write():
             self.conn.execute("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)", (run_id, at, text))
 
-    def add_tag(self, run_id: str, tag: str) -> None:
+    def add_tag(self, run_id: str, tag: str, at: str | None = None) -> None:
+        """Tag a run; a tag it did not have is also written to its tag history, at `at` (default now)."""
         with self._write():
-            self.conn.execute("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)", (run_id, tag))
+            if self.conn.execute("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)", (run_id, tag)).rowcount:
+                self._tag_event(run_id, tag, "add", at)
 
     def import_run(self, run: Run, metrics: Iterable[dict], events: Iterable[dict], notes: Iterable[dict],
                    tags: Iterable[str]) -> bool:
@@ -210,6 +215,13 @@ class Ledger(LabTables):
         with self._write():
             if self.conn.execute("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
                 return False
+            # The metric rows before the run's row: once a finished row is in, its metrics are settled.
+            # The same merge as log_metrics, so a run directory's metrics.jsonl (where a final eval row
+            # repeats the last train step) becomes the rows its training wrote.
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
+                " DO UPDATE SET data = json_patch(data, excluded.data)",
+                [(run.id, row["step"], dump(row)) for row in metrics])
             self.conn.execute(
                 "INSERT INTO runs (id, name, status, created_at, finished_at, heartbeat, host, pid, config_hash,"
                 " seed, data_fingerprint, code_version, content_key, config, provenance, result)"
@@ -217,19 +229,14 @@ class Ledger(LabTables):
                 (run.id, run.name, run.status, run.created_at, run.finished_at, run.heartbeat, run.host, run.pid,
                  run.config_hash, run.seed, run.data_fingerprint, run.code_version, run.content_key,
                  dump(run.config), dump(run.provenance), dump(run.result)))
-            # The same merge as log_metrics, so a run directory's metrics.jsonl (where a final eval row
-            # repeats the last train step) becomes the rows its training wrote.
-            self.conn.executemany(
-                "INSERT INTO metrics (run_id, step, data) VALUES (?, ?, ?) ON CONFLICT (run_id, step)"
-                " DO UPDATE SET data = json_patch(data, excluded.data)",
-                [(run.id, row["step"], dump(row)) for row in metrics])
             self.conn.executemany(
                 "INSERT OR IGNORE INTO events (run_id, step, kind, time, data) VALUES (?, ?, ?, ?, ?)",
                 [(run.id, e["step"], e["kind"], e["time"], dump(e)) for e in events])
             self.conn.executemany("INSERT OR IGNORE INTO notes (run_id, time, text) VALUES (?, ?, ?)",
                                   [(run.id, n["time"], n["text"]) for n in notes])
-            self.conn.executemany("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)",
-                                  [(run.id, tag) for tag in tags])
+            for tag in tags:  # as added here, now: an archive holds a run's tags, not their history
+                self.conn.execute("INSERT OR IGNORE INTO tags (run_id, tag) VALUES (?, ?)", (run.id, tag))
+                self._tag_event(run.id, tag, "add", None)
         return True
 
     # -- queries ----------------------------------------------------------------------------------
@@ -364,11 +371,13 @@ class Ledger(LabTables):
         rows = self.conn.execute(f"SELECT id, json_extract(config, {', '.join('?' * len(paths))}) FROM runs", paths)
         return {run_id: json.loads(values)[:len(keys)] for run_id, values in rows}
 
-    def remove_tag(self, run_id: str, tag: str) -> bool:
-        """Take a tag off a run; False when the run did not have it."""
+    def remove_tag(self, run_id: str, tag: str, at: str | None = None) -> bool:
+        """Take a tag off a run, its removal written to the tag history; False when the run did not have it."""
         with self._write():
-            cursor = self.conn.execute("DELETE FROM tags WHERE run_id=? AND tag=?", (run_id, tag))
-        return cursor.rowcount > 0
+            removed = self.conn.execute("DELETE FROM tags WHERE run_id=? AND tag=?", (run_id, tag)).rowcount > 0
+            if removed:
+                self._tag_event(run_id, tag, "remove", at)
+        return removed
 
     def study_links(self, run_id: str) -> list[tuple[str, str, int]]:
         """(study, arm, seed) of every study cell this run fills."""
@@ -378,9 +387,10 @@ class Ledger(LabTables):
     def delete_run(self, run_id: str) -> dict[str, int]:
         """Delete one run's rows (the run, its metrics, events, notes, tags, benchmark results, samples
         and study links) in one transaction, and return how many rows each table lost. Every statement
-        names this run id, so no other run's rows are touched."""
-        tables = {"metrics": "run_id", "events": "run_id", "notes": "run_id", "tags": "run_id",
-                  "eval_results": "run_id", "samples": "run_id", "study_runs": "run_id", "runs": "id"}
+        names this run id, so no other run's rows are touched. The run's row goes first: schema 6's
+        triggers let a settled run's metrics, notes and tag history go only with the run itself."""
+        tables = {"runs": "id", "metrics": "run_id", "events": "run_id", "notes": "run_id", "tags": "run_id",
+                  "tag_history": "run_id", "eval_results": "run_id", "samples": "run_id", "study_runs": "run_id"}
         with self._write():
             return {table: self.conn.execute(f"DELETE FROM {table} WHERE {column}=?", (run_id,)).rowcount
                     for table, column in tables.items()}

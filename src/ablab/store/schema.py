@@ -94,7 +94,38 @@ CREATE TABLE samples (
 );
 """
 
-MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]  # MIGRATIONS[i] takes a ledger from version i to i + 1
+# Version 6 keeps the record honest and the ideas in it. A settled run (finished or diverged: the
+# evidence studies read) can be deleted whole (`runs rm` deletes its row first) but never changed:
+# triggers refuse an update of its record columns and any write to its metric rows, whatever code
+# path tries. Notes and tag_history are append-only while their run exists; tags stays the current
+# set (fast filters), tag_history says when each tag came and went (rows from before version 6 have
+# no time: ''). ideas is the backlog `ablab idea` keeps, each with its origin and the study testing it.
+# Given as a list of statements: a trigger's body holds semicolons.
+SETTLED_STATUSES = ("finished", "diverged")  # a failed run is retried in place, an interrupted one resumed
+SETTLED_MESSAGE = "ablab: the record of a settled run cannot be changed"  # the triggers' error, which Transaction words
+_SETTLED = "('finished', 'diverged')"
+_RECORD_COLUMNS = ("name", "status", "created_at", "finished_at", "config_hash", "seed", "data_fingerprint",
+                   "code_version", "content_key", "config", "provenance", "result")
+SCHEMA_V6 = [
+    "CREATE TABLE tag_history (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, tag TEXT NOT NULL,"
+    " action TEXT NOT NULL CHECK (action IN ('add', 'remove')), time TEXT NOT NULL)",
+    "CREATE INDEX tag_history_run ON tag_history (run_id)",
+    "INSERT INTO tag_history (run_id, tag, action, time) SELECT run_id, tag, 'add', '' FROM tags ORDER BY run_id, tag",
+    "CREATE TABLE ideas (id INTEGER PRIMARY KEY, text TEXT NOT NULL, origin TEXT, created_at TEXT NOT NULL,"
+    " tested_by TEXT, linked_at TEXT)",
+    f"CREATE TRIGGER settled_run_unchanged BEFORE UPDATE ON runs WHEN OLD.status IN {_SETTLED} AND ("
+    + " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in _RECORD_COLUMNS)
+    + f") BEGIN SELECT RAISE(ABORT, '{SETTLED_MESSAGE}'); END",
+    *(f"CREATE TRIGGER settled_metrics_{verb.lower()} BEFORE {verb} ON metrics WHEN (SELECT status FROM runs WHERE"
+      f" id = {row}.run_id) IN {_SETTLED} BEGIN SELECT RAISE(ABORT, '{SETTLED_MESSAGE}'); END"
+      for verb, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD"))),
+    *(f"CREATE TRIGGER {table}_append_only_{verb.lower()} BEFORE {verb} ON {table}{when} BEGIN"
+      f" SELECT RAISE(ABORT, 'ablab: {table} are append-only'); END"
+      for table in ("notes", "tag_history")
+      for verb, when in (("UPDATE", ""), ("DELETE", " WHEN EXISTS (SELECT 1 FROM runs WHERE id = OLD.run_id)"))),
+]
+
+MIGRATIONS = [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6]  # MIGRATIONS[i]: version i to i + 1
 SCHEMA_VERSION = len(MIGRATIONS)
 EVAL_KEY = ("run_id", "step", "task", "task_version", "num_fewshot", "example_limit", "seed")  # eval_results' key
 
@@ -106,6 +137,6 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise UserError(f"This ledger has schema version {version}, newer than this ablab "
                         f"({SCHEMA_VERSION}); upgrade ablab to open it.")
     for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        for statement in filter(str.strip, script.split(";")):
+        for statement in script if isinstance(script, list) else filter(str.strip, script.split(";")):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version={target}")

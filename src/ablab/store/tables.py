@@ -10,7 +10,8 @@ import math
 import sqlite3
 from typing import Any, Iterable
 
-from ablab.store.schema import EVAL_KEY
+from ablab.errors import UserError
+from ablab.store.schema import EVAL_KEY, SETTLED_MESSAGE
 
 
 class Transaction:
@@ -22,8 +23,12 @@ class Transaction:
     def __enter__(self):
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, *rest):
+    def __exit__(self, exc_type, exc, *rest):
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if isinstance(exc, sqlite3.IntegrityError) and str(exc) == SETTLED_MESSAGE:  # a schema-6 trigger said no
+            raise UserError("A finished or diverged run's record (config, metrics, result) cannot be changed: it "
+                            "is the evidence studies read; add a note (`ablab note RUN TEXT`) or a tag instead, "
+                            "or train a new run.") from None
 
 
 def dump(value: Any) -> str:
