@@ -6,7 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ablab import config as C
+from ablab.errors import UserError
 from ablab.store.ledger import Ledger
 from ablab.study import baselines, honesty
 from ablab.study.retrain import retrain
@@ -55,6 +58,11 @@ def test_retrain_of_unchanged_code_reports_no_drift_and_trains_afresh(tmp_path):
     assert new["current"] and new["drift"]["same@2026-11-02"]["metrics"]["val_loss"]["outcome"] == "no drift"
     retrained = baselines.load(tmp_path, "same@2026-11-02")
     assert retrained.parent == "same@2026-11-01" and retrained.justified_by == ["retrain"]
+    # the same retrain again (as after an interruption) continues it: nothing left to train, same comparison
+    [again] = retrain(tmp_path, "same", "2026-11-02", say=lambda s: None)
+    with Ledger(tmp_path) as ledger:
+        assert len(ledger.runs()) == 4
+    assert again.previous == "same@2026-11-01" and [m.outcome for m in again.metrics][:3] == ["no drift"] * 3
 
 
 def test_retrain_detects_a_changed_default_as_drift_with_the_commits_between(tmp_path, monkeypatch):
@@ -207,6 +215,13 @@ def test_a_two_size_family_runs_a_study_at_both_sizes_side_by_side(tmp_path):
     for size in ("narrow", "wide"):
         change = next(r for r in analyze(tmp_path, f"fam-lr.{size}")[1] if r.arm == "optim.lr=0.005").comparison
         assert f"{change.mean_diff:+.4f} ({change.ci_low:+.4f}, {change.ci_high:+.4f})" in row
+    # the family retrains size by size, each against its own size of the previous date
+    reports = retrain(tmp_path, "fam", "2026-11-02", say=lambda s: None)
+    assert [(r.previous, r.current) for r in reports] == [("fam@2026-11-01/narrow", "fam@2026-11-02/narrow"),
+                                                          ("fam@2026-11-01/wide", "fam@2026-11-02/wide")]
+    assert all(not r.missing and not r.drifted for r in reports)
+    with pytest.raises(UserError, match="is a family of sizes"):  # a plan of a family is one per size
+        make_plan(tmp_path, study)
     # one size only, by design.sizes; a size the family lacks is refused in one sentence
     from ablab.study.sizes import size_specs
     from ablab.study.spec import parse

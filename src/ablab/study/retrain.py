@@ -120,17 +120,22 @@ def retrain(lab: Path, name: str, date: str | None = None, seeds: list[int] | No
             on_cell: Callable[[str, int, str], None] | None = None) -> list[DriftReport]:
     """Make NAME@`date` (default today) from the current NAME on the current code, train its seeds
     afresh (a family: at each of its sizes), store and return the comparison of each size with the
-    previous date (one report; one per size for a family)."""
-    previous = previous_baseline(lab, name)
+    previous date (one report; one per size for a family). Run again with the same date, it
+    continues that retrain: its finished runs count, an interrupted one resumes, the rest train."""
+    current = previous_baseline(lab, name)
     date = baselines.check_date(date) if date else baselines.today()
+    continuing = current.date == date and current.justified_by == ["retrain"] and current.parent is not None
+    previous = baselines.load(lab, current.parent) if continuing else current
     if date <= previous.date:
         raise UserError(f"A retrained baseline must be dated after {previous.ref}; pass --date later than "
                         f"{previous.date}.")
+    new = current if continuing else baselines.Baseline(
+        name, date, baselines.current_config(previous), seeds or previous.seeds, previous.ref, ["retrain"],
+        previous.set_keys, previous.sizes)
     with Ledger(lab) as ledger:  # before anything trains: the runs of the previous date, not today's
-        old_runs = [baselines.seed_runs(ledger, old.config, old.seeds) for old in previous.members()]
-    new = baselines.Baseline(name, date, baselines.current_config(previous), seeds or previous.seeds, previous.ref,
-                             ["retrain"], previous.set_keys, previous.sizes)
-    baselines.create(lab, new)
+        old_runs = [_older_runs(ledger, old, new.name, date) for old in previous.members()]
+    if not continuing:
+        baselines.create(lab, new)
     reports = []
     for old, fresh, before in zip(previous.members(), new.members(), old_runs):
         reports.append(compare(old, fresh, before, _train_afresh(lab, fresh, say, progress_for, on_cell)))
@@ -143,20 +148,39 @@ def retrain(lab: Path, name: str, date: str | None = None, seeds: list[int] | No
     return reports
 
 
+def _older_runs(ledger: Ledger, old: baselines.Baseline, name: str, date: str) -> dict[int, Run]:
+    """Per seed, the newest finished run of `old`'s config that is not one of the retrain's own."""
+    own = f"{name}@{date}"
+    seed_of = {config_mod.config_hash(config_mod.replace(old.config, {"seed": seed})): seed for seed in old.seeds}
+    return {seed_of[run.config_hash]: run for run in ledger.finished_with_hashes(list(seed_of))
+            if not run.name.startswith(own)}
+
+
 def _train_afresh(lab: Path, baseline: baselines.Baseline, say: Callable[[str], None],
                   progress_for: Callable[[str, int], Any] | None,
                   on_cell: Callable[[str, int, str], None] | None) -> dict[int, Run]:
-    """Train every seed of `baseline` as a new run (forced: never an older date's run of the same key)."""
+    """Every seed of `baseline` as a run of its own (forced: never an older date's run of the same
+    content key): one this retrain already finished counts, one it left interrupted resumes."""
     runs = {}
     for seed in baseline.seeds:
         cfg = config_mod.replace(baseline.config, {"seed": seed, "name": f"{baseline.ref}/seed{seed}"})
-        outcome = launch.start_run(cfg, lab, progress_for(baseline.ref, seed) if progress_for else None, force=True)
-        say(f"{baseline.ref} seed {seed}: run {outcome.run_id} {outcome.status}")
+        with Ledger(lab) as ledger:
+            own = [r for r in ledger.runs(name=cfg.name) if r.config_hash == config_mod.config_hash(cfg)]
+        done = next((r for r in reversed(own) if r.status == "finished"), None)
+        stopped = next((r for r in reversed(own) if r.status == "interrupted"), None)
+        progress = progress_for(baseline.ref, seed) if progress_for else None
+        if done is not None:
+            outcome = launch.Outcome(done.id, done.status, done.result, reused=True)
+        elif stopped is not None:
+            outcome = launch.resume_run(lab, stopped.id, progress)
+        else:
+            outcome = launch.start_run(cfg, lab, progress, force=True)
+        say(f"{baseline.ref} seed {seed}: run {outcome.run_id} {'already trained' if done else outcome.status}")
         if on_cell is not None:
-            on_cell(baseline.ref, seed, outcome.status)
+            on_cell(baseline.ref, seed, "reused" if done else outcome.status)
         if outcome.status != "finished":
-            raise UserError(f"Run {outcome.run_id} of {baseline.ref} seed {seed} ended {outcome.status}; finish it "
-                            f"with `ablab resume {outcome.run_id}`, then `ablab baseline run {baseline.ref}`.")
+            raise UserError(f"Run {outcome.run_id} of {baseline.ref} seed {seed} ended {outcome.status}; run "
+                            f"`ablab baseline retrain {baseline.name} --date {baseline.date}` again to continue.")
         with Ledger(lab) as ledger:
             runs[seed] = ledger.run(outcome.run_id)
     return runs

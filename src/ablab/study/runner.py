@@ -98,6 +98,9 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True, spec: StudySpec | 
     if baseline.sizes and baseline.size is None:
         raise UserError(f"{spec.baseline} is a family of sizes ({', '.join(baseline.sizes)}); plan it with "
                         "ablab.study.sizes.make_plans (as `ablab study plan` does), or name one size NAME@DATE/SIZE.")
+    if baseline.sizes and baseline.size is None:
+        raise UserError(f"{spec.baseline} is a family of sizes ({', '.join(baseline.sizes)}); plan it with "
+                        "ablab.study.sizes.make_plans (as `ablab study plan` does), or name one size NAME@DATE/SIZE.")
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
     if spec.benchmarks:  # an unknown task or missing benchmark data fails before any run trains
