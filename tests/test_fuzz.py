@@ -215,6 +215,8 @@ def _override_value(key: str, typ: typing.Any) -> list[str]:
         return ["bogus"]
     if typ == C.AutoInt:  # a number or "auto": what is neither, or a number out of range
         return ["abc", "1.5", "-1"]
+    if typ == C.DiagnosticsSetting:  # true, false or names of diagnostics: an unknown name is refused
+        return ["grad_norm"]
     if typ == C.CorpusSetting:  # a name, a path or a mixture: a mixture of one corpus is refused
         return ["{{tiny-shakespeare=1}}"]  # doubled braces: argv is str.format-ted with the world
     return {bool: ["maybe"], int: ["abc", "1.5", "-1"], float: ["abc", "nan", "-inf"], str: []}[typ]

@@ -21,7 +21,8 @@ import tomlkit
 
 # What ablab.config_checks defines is part of this module's API too (config.RANGES, config.validate, ...).
 from ablab.config_checks import (MAXIMA, RANGES, SEED_LIMIT, Range, budget_steps, canonical_corpus,  # noqa: F401
-                                 epoch_warning, eval_points, schedule_warnings, seeds_problem, validate)
+                                 canonical_diagnostics, epoch_warning, eval_points, schedule_warnings, seeds_problem,
+                                 validate)
 from ablab.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -29,6 +30,8 @@ AUTO = "auto"
 # data.batch_size and train.grad_accum: a number, or "auto" (chosen by a measured probe when the run
 # starts, ablab.train.autobatch; the run's stored config holds the number chosen).
 AutoInt = typing.Union[int, Literal["auto"]]
+# train.diagnostics: true (all), false, or the names of some (ablab.config_checks.DIAGNOSTICS).
+DiagnosticsSetting = typing.Union[bool, list[str]]
 
 
 def cosmetic(default: Any) -> Any:
@@ -119,6 +122,7 @@ class TrainConfig:
     log_every: int = cosmetic(10)  # steps between train-metric records
     checkpoint_every: int = cosmetic(275)  # steps between checkpoints; one is always written at the end
     keep_checkpoints: int = cosmetic(2)  # newest checkpoints kept on disk
+    diagnostics: DiagnosticsSetting = cosmetic(False)  # at each evaluation: grad_norms, gain_grad_norms, activation_rms, attention_entropy, update_ratio; true = all; cosmetic: they only read the run
 
 
 @dataclass
@@ -190,6 +194,8 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
         except ConfigError:
             raise ConfigError(f"{key} must be an integer or \"auto\", not {value!r}; write it as e.g. 32 or "
                               f"\"auto\".") from None
+    if typ == DiagnosticsSetting:
+        return canonical_diagnostics(value, key)
     if typ == CorpusSetting:
         return canonical_corpus(_mixture_text(key, value) if isinstance(value, str) else value, key)
     if typing.get_origin(typ) is Literal:
@@ -379,7 +385,7 @@ PACE_FREE = ("seed", "name", "schedule.", "eval.", "optim.lr", "optim.adamw_lr",
              "optim.beta1", "optim.beta2", "optim.eps", "optim.weight_decay", "optim.grad_clip", "model.init_std",
              "model.rope_base", "data.val_fraction", "train.max_steps", "train.max_tokens", "train.max_seconds",
              "train.spike_factor", "train.peak_flops", "train.log_every", "train.checkpoint_every",
-             "train.keep_checkpoints")
+             "train.keep_checkpoints", "train.diagnostics")
 
 
 def shape_hash(config: Config | dict[str, Any]) -> str:

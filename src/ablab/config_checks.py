@@ -150,6 +150,7 @@ def validate(cfg: Config) -> None:
     _check_tokenizer(d.tokenizer)
     _check_prompt_suite(cfg.eval.prompts)
     d.corpus = canonical_corpus(d.corpus)  # a DataConfig changed after it was built is checked again here
+    t.diagnostics = canonical_diagnostics(t.diagnostics)
     for key, allowed in RANGES.items():
         if _value(cfg, key) == "auto":  # data.batch_size, train.grad_accum: checked in _check_auto_batch
             continue
@@ -228,6 +229,37 @@ def canonical_corpus(corpus: Any, key: str = "data.corpus") -> str | dict[str, f
                               f"write it as e.g. {{{name}=0.5, ...}}.")
         weights[name] = float(weight)
     return dict(sorted(weights.items()))
+
+
+# train.diagnostics: what ablab.train.diagnostics can measure at each evaluation, in the order rows list them.
+DIAGNOSTICS = ("grad_norms", "gain_grad_norms", "activation_rms", "attention_entropy", "update_ratio")
+
+
+def canonical_diagnostics(value: Any, key: str = "train.diagnostics") -> bool | list[str]:
+    """`value` as train.diagnostics holds it: true (every diagnostic), false, or the names chosen, each
+    once in DIAGNOSTICS order (one spelling per choice). Accepts a bool, a list of names, or the
+    command line's text: true/false or names separated by commas."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1", "all"):
+            return True
+        if text in ("false", "no", "off", "0", ""):
+            return False
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"{key} must be true, false or a list of names from {', '.join(DIAGNOSTICS)}, not "
+                          f"{value!r}; write it as e.g. {key} = [\"grad_norms\", \"attention_entropy\"].")
+    for name in value:
+        if name not in DIAGNOSTICS:
+            import difflib
+
+            match = difflib.get_close_matches(name, DIAGNOSTICS, n=1, cutoff=0.5)
+            hint = f" Did you mean '{match[0]}'?" if match else ""
+            raise ConfigError(f"{key} names an unknown diagnostic {name!r}; choose from {', '.join(DIAGNOSTICS)}, "
+                              f"or set it to true for all of them.{hint}")
+    return [name for name in DIAGNOSTICS if name in value] or False
 
 
 def _check_tokenizer(tokenizer: str) -> None:

@@ -73,6 +73,10 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
         self.rotary = cfg.positions == "rope"
         self.dropout = cfg.dropout
+        # Diagnostics only (ablab.train.diagnostics): attend through an explicit (T x T) softmax and keep
+        # its mean entropy in `entropy`. Off, the layer stays on SDPA, which never builds that matrix.
+        self.keep_entropy = False
+        self.entropy: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None,
                 mask: torch.Tensor | None = None, cache: tuple[KVCache, int] | None = None) -> torch.Tensor:
@@ -92,11 +96,28 @@ class Attention(nn.Module):
             past = cache[0].length
             k, v = cache[0].extend(cache[1], k, v)
             causal = past == 0  # one new token after cached ones attends to all of them
-        if mask is None:
+        if self.keep_entropy:
+            y = self._attend_explicitly(q, k, v, causal, mask)
+        elif mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1, dropout_p=dropout)
         else:  # (B, 1, T, T) booleans, True where a query may attend
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+    def _attend_explicitly(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                           mask: torch.Tensor | None) -> torch.Tensor:
+        """SDPA's output (without dropout) from the probabilities themselves, whose entropy in nats per
+        query, averaged over batch, heads and positions, goes to self.entropy (each query's is in
+        [0, log(keys it may see)])."""
+        T, S = q.size(-2), k.size(-2)
+        scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, nh, T, S)
+        if mask is None and causal and T > 1:  # query i sees the S - T cached keys and keys up to its own
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.softmax(dim=-1)
+        self.entropy = -torch.special.xlogy(probs, probs).sum(dim=-1).mean()
+        return probs.to(v.dtype) @ v
 
 
 class MLP(nn.Module):

@@ -1,7 +1,8 @@
 """A study's figures, shared by its sheet, the lab log and the HTML report: train and val loss over
 steps, tokens and wall-clock as a mean line and band over seeds per arm, the prediction's metric per
-seed on a zoomed axis, the final metric against a numeric variable, and benchmark bars with error
-bars. PNG (embedded) and SVG (for papers) of each."""
+seed on a zoomed axis, the final metric against a numeric variable, benchmark bars with error
+bars, and one figure per training diagnostic the runs recorded (ablab.report.diagnostic_figures).
+PNG (embedded) and SVG (for papers) of each."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ablab.analysis.benchmarks import benchmark_table
 from ablab.analysis.verdicts import metric_value
 from ablab.errors import UserError
 from ablab.report import figures
+from ablab.report.diagnostic_figures import diagnostic_figures
 from ablab.store.ledger import Ledger
 
 
@@ -31,6 +33,7 @@ def study_figures(lab: Path, name: str, spec: dict, cells: dict, folder: Path) -
     written += _final_values(lab, spec, cells, folder / f"{name}-{spec.get('metric', 'val_loss')}-by-seed")
     written += _metric_vs_variable(spec, cells, folder / f"{name}-{spec.get('metric', 'val_loss')}-vs-variable")
     written += _benchmarks(lab, spec, cells, folder / f"{name}-benchmarks")
+    written += diagnostic_figures(rows, cells, list(spec["arms"]), folder, name)  # runs with train.diagnostics
     return written
 
 

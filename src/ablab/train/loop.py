@@ -30,7 +30,7 @@ from ablab.model.gpt import GPT
 from ablab.model.optim import build_optimizer, lr_factor, set_lr
 from ablab.store import checkpoint
 from ablab.store.record import RunRecord, now_iso
-from ablab.train import autobatch, distributed, hardware
+from ablab.train import autobatch, diagnostics, distributed, hardware
 
 SPIKE_WINDOW = 50  # steps in the running median a loss spike is measured against
 SPIKE_MIN_HISTORY = 10
@@ -75,6 +75,8 @@ class Training:
         self.sampler = BatchSampler(self.data.train, cfg.data.seq_len, cfg.data.batch_size, cfg.seed)
         self.val = list(val_batches(self.data.val, cfg.data.seq_len, cfg.eval.tokens, cfg.data.batch_size))
         self.loop = checkpoint.LoopState()
+        names = diagnostics.chosen(cfg) if self.world.is_main else ()  # rank 0 alone writes metric rows
+        self.diagnostics = diagnostics.Diagnostics(names, self.model, self.optimizer) if names else None
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         self.train_forward = self.forward  # evaluation stays on self.forward: rank 0 runs it alone, without DDP
         if self.world.size > 1:
@@ -184,10 +186,15 @@ class Training:
                 raise
             raise self._out_of_memory() from None
         total = self.world.mean(total)  # the whole batch's loss, the same on every rank
+        diagnosed = self.diagnostics is not None and diagnostics.diagnosed_next(self)
+        if diagnosed:
+            self.diagnostics.read_gradients(step + 1)
         clip = self.cfg.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
         if math.isfinite(total) and math.isfinite(grad_norm):
             self.optimizer.step()
+            if diagnosed:
+                self.diagnostics.read_update(step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
 
@@ -324,6 +331,8 @@ class Training:
         loop = self.loop
         row = {"step": loop.step, "tokens": loop.tokens_seen, "elapsed": round(loop.train_seconds, 4),
                **train_row, **val_row}
+        if "val_loss" in val_row and self.diagnostics is not None:
+            row |= self.diagnostics.row(loop.step, self.val[0][0], self._autocast)
         if "val_loss" in val_row and val_row["val_loss"] < loop.best_val_loss:
             loop.best_val_loss, loop.best_val_step = val_row["val_loss"], loop.step
         self.record.log_metrics(row)
