@@ -30,7 +30,7 @@ from ablab.report import sheets
 from ablab.report.html import build_report, write_research_report
 from ablab.report.scaling import plot_fits
 from ablab.store.ledger import Ledger, Run
-from ablab.study import baselines, runner
+from ablab.study import baselines, conclusion, runner
 from ablab.study.ladder import Ladder, plan_ladder, run_ladder
 from ablab.study.runner import Plan
 from ablab.study.spec import parse
@@ -112,10 +112,13 @@ class Study:
         """Regenerate the study's sheet (reports/studies/NAME.md) and return its path."""
         return sheets.write_sheet(self.lab, self.name)
 
-    def conclude(self, interpretation: str = "", decision: str = "", follow_up: str = "") -> Path:
-        """Write the researcher's part of the sheet (kept when it is regenerated); the sheet's path."""
-        runner.conclude(self.lab, self.name, {"interpretation": interpretation, "decision": decision,
-                                              "follow_up": follow_up})
+    def conclude(self, interpretation: str = "", decision: str = "", follow_up: str = "",
+                 override: str = "") -> Path:
+        """Write the researcher's part of the sheet (kept when it is regenerated); the sheet's path. A
+        decision adopting an arm whose verdict is not `supported` is refused without an `override`
+        reason, which is then recorded with it."""
+        conclusion.conclude(self.lab, self.name, {"interpretation": interpretation, "decision": decision,
+                                                  "follow_up": follow_up}, override=override)
         return self.sheet()
 
 

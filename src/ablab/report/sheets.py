@@ -11,7 +11,9 @@ from ablab.analysis import stats
 from ablab.analysis.benchmarks import BenchmarkRow, benchmark_table
 from ablab.analysis.runs import markdown_table
 from ablab.analysis.samples import SampleTable, side_by_side
+from ablab.analysis.scope import scope_sentences
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
+from ablab.report.lablog import write_log
 from ablab.report.profile_figure import profile_markdown
 from ablab.report.size_table import size_lines
 from ablab.report.study_figures import study_figures
@@ -19,7 +21,6 @@ from ablab.store.ledger import Ledger
 
 AXIS_NAMES = {"tokens": "Equal tokens seen", "steps": "Equal optimizer steps", "wall_clock": "Equal wall-clock time"}
 RESEARCHER = "_(the researcher's; write it with `ablab study conclude {name}`)_"
-LOG_COLUMNS = ["#", "study", "date", "arm", "seeds", "final val loss", "best val loss", "train time", "verdict"]
 
 
 def _pm(values: list[float], fmt: str = ".4f") -> str:
@@ -157,13 +158,31 @@ def write_sheet(lab: Path, name: str) -> Path:
         *(["### Samples", "", *sample_lines, ""] if sample_lines else []),
         "### Verdict", "", *_verdicts(results, spec, floor), "", *[f"![{p.stem}]({p.name})" for p in plots], "",
         *size_lines(lab, name),
-        "## 9. Interpretation", "", notes.get("interpretation") or RESEARCHER.format(name=name), "",
-        "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "",
+        "## 9. Interpretation", "", *_scope_lines(spec, cells, results),
+        notes.get("interpretation") or RESEARCHER.format(name=name), "",
+        "## 10. Decision", "", notes.get("decision") or RESEARCHER.format(name=name), "", *_override_lines(notes),
         "## 11. Follow-up Questions", "", notes.get("follow_up") or RESEARCHER.format(name=name), ""]
     path = folder / f"{name}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     write_log(lab)
     return path
+
+
+def _scope_lines(spec: dict, cells: dict, results: list[ArmResult]) -> list[str]:
+    """The computed claims, each with the scope it was tested at, that the interpretation starts from."""
+    scopes = scope_sentences(spec, cells, results)
+    return ["Claims, scoped to what was tested:", "", *[f"- {arm}: {sentence}." for arm, sentence in scopes.items()],
+            ""] if scopes else []
+
+
+def _override_lines(notes: dict) -> list[str]:
+    """The --override a decision adopting an arm against its verdict was recorded with."""
+    override = notes.get("override")
+    if not override:
+        return []
+    went_past = ", ".join(f"{arm} ({verdict})" for arm, verdict in override.get("arms", {}).items())
+    return [f"Adopted against the verdict{' of ' + went_past if went_past else ''}, with `--override`: "
+            f"{override.get('reason')} (recorded {override.get('time', '')[:10]}).", ""]
 
 
 def _events(lab: Path, cells: dict) -> dict[str, list[dict]]:
@@ -188,38 +207,6 @@ def _observations(cells: dict, events: dict[str, list[dict]]) -> list[str]:
 
 def _plots(folder: Path, name: str, spec: dict, cells: dict, lab: Path) -> list[Path]:
     return study_figures(lab, name, spec, cells, folder)
-
-
-def write_log(lab: Path) -> Path:
-    """reports/LOG.md: one entry per study and a summary table of its arms, newest study last."""
-    with Ledger(lab) as ledger:
-        studies = [s for s in ledger.studies() if s["spec"].get("kind") != "ladder"]  # ladders have no hypothesis
-    entries, rows = [], []
-    for i, study in enumerate(studies, 1):
-        record, cells = status(lab, study["name"])
-        spec = record["spec"]
-        arms = [a for a in spec["arms"] if a != BASELINE_ARM]
-        verdicts = {r.arm: r.verdict.outcome for r in analyze(lab, study["name"])[1] if r.verdict}
-        conclusion = record.get("data", {}).get("conclusion", {})
-        outcomes = "; ".join(f"{a}: {v}" for a, v in verdicts.items()) or "no verdict yet"
-        for arm in spec["arms"]:  # one row per arm: a mean pooled over arms would hide the effect itself
-            runs = [r for (a, _), r in cells.items() if a == arm and r is not None and r.status == "finished"]
-            best = [r.result.get("best", {}).get("val_loss") for r in runs]
-            hours = sum(r.result.get("train_seconds", 0) for r in runs) / 3600
-            verdict = "the reference arm" if arm == BASELINE_ARM else verdicts.get(arm, "no verdict yet")
-            rows.append([i, spec["name"], spec["date"], arm, f"{len(runs)}/{len(spec['seeds'])}",
-                         _pm(_final(runs, "val_loss")), _pm(best), f"{hours:.2f} h", verdict])
-        entries += [f"## {i}. {spec['name']} ({spec['date']})", "", f"- Hypothesis: {spec['prediction']}",
-                    f"- Configuration changes: {', '.join(arms)} against {record['baseline']}",
-                    f"- Results: {outcomes}",
-                    "- Loss curves (mean and band over seeds, by step):",
-                    "", f"  ![{spec['name']} loss by step](studies/{spec['name']}-loss-steps.png)", "",
-                    f"- Observations: {conclusion.get('interpretation') or '_(not written yet)_'}",
-                    f"- Next steps: {conclusion.get('follow_up') or '_(not written yet)_'}", ""]
-    path = lab / "reports" / "LOG.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(["# Lab log", "", *markdown_table(LOG_COLUMNS, rows), "", *entries]), encoding="utf-8")
-    return path
 
 
 def samples_markdown(table: SampleTable | None) -> list[str]:
