@@ -6,7 +6,8 @@ Checks: bf16 autocast (a forward in bf16 gives a finite loss near fp32's), torch
 training steps give the eager losses), fused AdamW (the CUDA optimizer is fused and steps), Muon's
 batched Newton-Schulz (equals one chain per matrix), auto batch size (the chosen micro-batch's real
 step stays within the budget), CUDA peak memory (recorded by a run), and the medium preset's
-tokens/s and MFU over a short real `ablab run` (bf16, on the bundled corpus, byte tokens).
+tokens/s and MFU over a short real `ablab run` (bf16, on the bundled corpus, byte tokens) whose
+data.batch_size = "auto" holds the global batch within train.memory_budget_mb.
 """
 
 from __future__ import annotations
@@ -136,22 +137,31 @@ def auto_batch(device: str):
         f"({len(choice.probed)} probes)")
 
 
-@check("run: peak memory and MFU")
+@check("run: auto batch, peak memory and MFU")
 def real_run(device: str):
+    """`ablab run` with data.batch_size = "auto" holding the preset's global batch within a budget."""
+    budget, tokens = (4096, 16384) if device == "cuda" else (1024, 1024)  # a CPU: two sequences a step
     with tempfile.TemporaryDirectory() as lab:
         steps = 60 if device == "cuda" else 2
         argv = [sys.executable, "-m", "ablab", "run", "-c", "medium", f"train.device={device}",
                 "data.corpus=tiny-shakespeare", "data.tokenizer=byte", f"train.max_steps={steps}",
-                "schedule.warmup_steps=5", "eval.every=0", "--lab", lab]
+                "schedule.warmup_steps=5", "eval.every=0", *([] if device == "cuda" else ["eval.tokens=2048"]),
+                "data.batch_size=auto", "train.grad_accum=auto",
+                f"train.global_batch_tokens={tokens}", f"train.memory_budget_mb={budget}", "--lab", lab]
         subprocess.run([sys.executable, "-m", "ablab", "init", lab], check=True, capture_output=True)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=420)
         if done.returncode != 0:
             return False, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
         final = next(Path(lab).glob(".ablab/runs/*/result.json"))
-        result = json.loads(final.read_text())["final"]
+        record = json.loads(final.read_text())
+    result = record["final"]
     peak, mfu, speed = result.get("peak_memory_mb"), result.get("mfu"), result.get("tokens_per_s")
-    ok = bool(peak) and bool(mfu) and 0 < mfu < 1
-    return ok, f"{speed:,.0f} tokens/s, MFU {100 * mfu:.1f}%, peak {peak:,.0f} MB over {steps} steps"
+    held = record["batch_size"] * record["grad_accum"] * 512 == tokens
+    within = device == "cpu" or peak <= budget  # on a CPU the peak is the whole process's RSS
+    ok = bool(peak) and bool(mfu) and 0 < mfu < 1 and held and within and "auto_batch" in record
+    return ok, (f"{speed:,.0f} tokens/s, MFU {100 * mfu:.1f}%, peak {peak:,.0f} MB over {steps} steps; auto chose "
+                f"{record['batch_size']} x {record['grad_accum']} micro-batches for {tokens:,} tokens/step "
+                f"within {budget:,} MB")
 
 
 def main() -> None:
