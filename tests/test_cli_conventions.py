@@ -104,7 +104,8 @@ def test_show_json_is_one_document_with_the_documented_keys(lab):
     result = cli(folder, "show", ids["free-a"], "--json")
     assert result.returncode == 0, result.stderr
     doc = strict_json(result.stdout)  # the whole of stdout is the document
-    assert list(doc) == ["run", "config", "provenance", "metrics", "benchmarks", "events", "notes"]
+    assert list(doc) == ["run", "config", "provenance", "metrics", "benchmarks", "events", "notes", "tag_history"]
+    assert [(r["action"], r["tag"]) for r in doc["tag_history"]] == [("add", "keep")] and doc["tag_history"][0]["time"]
     assert doc["run"]["id"] == ids["free-a"] and doc["run"]["tags"] == ["keep"] and doc["run"]["stop_reason"]
     assert doc["config"]["model"]["d_model"] == 32 and doc["config"]["name"] == "free-a"
     assert C.from_dict(doc["config"]).seed == 5  # the config section is a loadable config
@@ -298,7 +299,7 @@ def test_runs_rm_removes_exactly_one_runs_rows_and_directory(lab_copy):
         others = {run.id: (len(ledger.metrics(run.id)), len(ledger.events(run.id)), run.tags)
                   for run in ledger.runs() if run.id != gone}
         own = {"runs": 1, "metrics": len(ledger.metrics(gone)), "events": len(ledger.events(gone)), "notes": 1,
-               "tags": 1}
+               "tags": 1, "tag_history": 1}
     result = cli(folder, "runs", "rm", gone[:5], "--yes")
     assert result.returncode == 0 and f"removed {gone}" in result.stdout, result.stderr
     assert not (folder / ".ablab" / "runs" / gone).exists() and not (folder / ".ablab" / "trash").exists()

@@ -37,6 +37,8 @@ TEMPLATE = """\
 name = ""
 category = "hyperparameter"   # hyperparameter | optimizer | memory | architecture | training recipe | data
 date = ""
+# follows = "other-study"     # the study this one follows up: the report's map of ideas draws the edge
+# motivated_by = "idea 3"     # why it is run; "idea N" marks backlog idea N (`ablab idea list`) as tested
 
 [objective]
 # One question, e.g. "Does a Muon learning rate of 0.04 beat 0.02 at equal tokens?"
@@ -76,7 +78,7 @@ EXAMPLE_VARIABLES = {"optim.lr": [0.04]}  # what a template without --variable v
 
 
 def template_text(name: str, date: str, baseline: str, path: Path, question: str = "",
-                  variables: dict[str, list[Any]] | None = None) -> str:
+                  variables: dict[str, list[Any]] | None = None, motivated_by: str = "") -> str:
     """A new study file: the commented TEMPLATE with its name, date, baseline, question and
     variables set, and a hypothesis skeleton naming the variables for the researcher to replace.
     A study that varies data.* keys is of category "data" and measured in val_bpb (bits per byte,
@@ -89,7 +91,8 @@ def template_text(name: str, date: str, baseline: str, path: Path, question: str
               f"then `ablab study run {path}`.")
     data_study = any(key.startswith("data.") for key in variables)
     values = {
-        "meta": {"name": name, "date": date, **({"category": "data"} if data_study else {})},
+        "meta": {"name": name, "date": date, **({"category": "data"} if data_study else {}),
+                 **({"motivated_by": motivated_by} if motivated_by else {})},
         "objective": {"question": question or f"{UNWRITTEN} the one question this study answers about {varied}."},
         "hypothesis": {
             "mechanism": f"{UNWRITTEN} the process by which changing {varied} would move the metric.",
@@ -144,6 +147,8 @@ class StudySpec:
     expected: str
     path: Path | None = None
     sizes: list[str] = field(default_factory=list)  # of a family baseline: the sizes to run at ([] = all of them)
+    follows: str = ""  # the study this one follows up (the map of ideas draws the edge; checked at plan time)
+    motivated_by: str = ""  # why it was run; "idea N" in it links backlog idea N (ablab.study.ideas)
 
 
 @dataclass
@@ -157,7 +162,8 @@ class Arm:
 # key not listed is refused with a did-you-mean; ranges are checked in _check_values.
 SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     "meta": {"name": (str, 'name = "muon-lr"'), "category": (str, 'category = "optimizer"'),
-             "date": ((str, datetime.date), 'date = "2026-11-21"')},
+             "date": ((str, datetime.date), 'date = "2026-11-21"'), "follows": (str, 'follows = "muon-lr"'),
+             "motivated_by": (str, 'motivated_by = "idea 3: ProRes instead of LayerNorm scaling"')},
     "objective": {"question": (str, 'question = "Does a Muon lr of 0.04 beat 0.02?"')},
     "hypothesis": {"mechanism": (str, 'mechanism = "..."'), "prediction": (str, 'prediction = "..."'),
                    "falsification": (str, 'falsification = "..."'), "metric": (str, 'metric = "val_loss"'),
@@ -290,7 +296,8 @@ def parse(path: Path) -> StudySpec:
         metrics=list(design.get("metrics", ["val_loss", "tokens_per_s", "peak_memory_mb"])),
         benchmarks=[_task_path(str(b), path) for b in design.get("benchmarks", [])], benchmark_limit=int(design.get("benchmark_limit", 200)),
         expected=str(_section(raw, "expected", where).get("outcomes", "")),
-        path=path, sizes=[str(size) for size in design.get("sizes", [])])
+        path=path, sizes=[str(size) for size in design.get("sizes", [])],
+        follows=str(meta.get("follows", "")), motivated_by=str(meta.get("motivated_by", "")))
 
 
 def _task_path(task: str, study_file: Path) -> str:
