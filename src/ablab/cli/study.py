@@ -28,15 +28,12 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
               question: str = typer.Option("", help="The one question the study answers."),
               variable: Optional[List[str]] = typer.Option(None, help="KEY=V1,V2: a config key and the values its "
                                                            "arms take (repeat for more; default optim.lr=0.04)."),
-              idea: Optional[int] = typer.Option(None, "--idea", metavar="ID", help="The backlog idea it tests "
-                                                 "(`ablab idea list`): written as meta.motivated_by, linked as tested."),
               lab: Optional[Path] = LabOpt) -> None:
     """Write a commented study template to `studies/NAME.toml`, with its question, its variables and
     a hypothesis skeleton to replace (planning refuses the texts still marked [to write]).
 
     Example: `ablab study new lr-up --baseline main@2026-11-21 --question "Does lr 0.04 win?" --variable optim.lr=0.04`
     """
-    from ablab.study.ideas import start_from_idea
     from ablab.study.spec import parse_variable, template_text
 
     check_name(name, "Study name", "muon-lr")
@@ -46,10 +43,9 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
     path = lab_dir(lab) / "studies" / f"{name}.toml"
     if path.exists():
         raise UserError(f"{path} already exists; pick another name or edit that file.")
-    motivated_by = start_from_idea(lab_dir(lab), idea, name) if idea is not None else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path, question, variables,
-                                  motivated_by), encoding="utf-8")
+    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path, question, variables),
+                    encoding="utf-8")
     console.print(f"wrote {path}; replace its [to write] texts with your question and hypothesis, then "
                   f"`ablab study plan {path}`", markup=False)
 
@@ -179,14 +175,18 @@ def study_run(file: Path = typer.Argument(..., help="Study TOML file."),
 
 
 def _print_verdicts(lab: Path, name: str) -> None:
-    from ablab.analysis.verdicts import analyze
+    from ablab.analysis.scope import scope_sentences
+    from ablab.analysis.verdicts import analyze, status
 
-    _, results, floor = analyze(lab, name)
+    record, results, floor = analyze(lab, name)
+    scopes = scope_sentences(record["spec"], status(lab, name)[1], results)
     for r in results:
         if r.verdict is not None:
             console.print(f"{r.arm}: [bold]{r.verdict.outcome}[/bold] — {r.verdict.reason}")
             if r.verdict.surprise:
                 console.print(f"  {r.verdict.surprise}")
+        if r.arm in scopes:
+            console.print(f"  scope: {scopes[r.arm]}", markup=False, soft_wrap=True)
 
 
 @study_app.command("status")
@@ -240,17 +240,21 @@ def study_conclude(name: str = typer.Argument(..., help="Study name."),
                    interpretation: str = typer.Option("", help="What actually happened, in your words."),
                    decision: str = typer.Option("", help="What you adopt going forward."),
                    follow_up: str = typer.Option("", "--follow-up", help="What remains unclear."),
+                   override: str = typer.Option("", "--override", help="Why you adopt an arm whose verdict is not "
+                                                "supported (refused without it; recorded with the decision)."),
                    lab: Optional[Path] = LabOpt) -> None:
     """Write the researcher's part of the sheet (kept when the sheet is regenerated); $EDITOR without options.
+    A decision that starts with "adopt" and names an arm the verdict did not support is refused unless
+    `--override "REASON"` says why.
 
-    Example: `ablab study conclude muon-lr --decision "adopt lr 0.04"`
+    Example: `ablab study conclude muon-lr --decision "adopt optim.lr=0.04"`
     """
     from ablab.api import Lab
 
     notes = {"interpretation": interpretation, "decision": decision, "follow_up": follow_up}
     if not any(notes.values()):
         notes = _edit_in_editor(name)
-    console.print(f"sheet: {Lab(lab_dir(lab)).study(name).conclude(**notes)}")
+    console.print(f"sheet: {Lab(lab_dir(lab)).study(name).conclude(**notes, override=override)}")
 
 
 def _edit_in_editor(name: str) -> dict[str, str]:

@@ -2,8 +2,7 @@
 repository (reports/research_report.md), both regenerated from the ledger at any time.
 
 Sections: the lab at a glance, dated baselines and their lineage, studies with verdicts and loss
-curves, the map of ideas (ablab.report.idea_map), every run in a sortable table, and the newest
-benchmark result per run and task. The page
+curves, every run in a sortable table, and the newest benchmark result per run and task. The page
 loads nothing from the network (inline CSS and JS, plots as data: URIs), so it opens the same when
 mailed, archived or read offline years later. Runs come from Ledger.summaries and benchmark results
 from one evals() query, never one query per run, so a lab of thousands of runs reports in seconds.
@@ -16,7 +15,7 @@ import math
 import re
 import tomllib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,11 +23,11 @@ import jinja2
 
 from ablab import config as config_mod
 from ablab.analysis.runs import Table, cell, list_runs, markdown_table
+from ablab.analysis.scope import scope_sentences
 from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
 from ablab.data.cache import write_atomic
 from ablab.errors import UserError
 from ablab.lab import LAB_FILE
-from ablab.report.idea_map import map_section
 from ablab.report.scaling import fit_rows, scaling_section
 from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger, ledger_path
@@ -50,6 +49,7 @@ class StudyView:
     floor: float  # the baseline arm's seed-noise floor of the metric
     missing: list[str]  # "arm seed N: why" for each (arm, seed) without a finished run
     figures: list[Path]  # the study's PNGs in reports/studies/ (the same the sheet embeds)
+    scopes: dict[str, str] = field(default_factory=dict)  # arm -> its verdict with the scope it was tested at
 
 
 @dataclass
@@ -110,7 +110,7 @@ def _study_view(lab: Path, name: str, with_curves: bool) -> StudyView:
                for (arm, seed), run in cells.items() if run is None or run.status != "finished"]
     _, arms, floor = analyze(lab, name)
     figures = study_figures(lab, name, record["spec"], cells, lab / "reports" / "studies") if with_curves else []
-    return StudyView(record, arms, floor, missing, figures)
+    return StudyView(record, arms, floor, missing, figures, scope_sentences(record["spec"], cells, arms))
 
 
 def newest_evals(rows: list[dict]) -> list[dict]:
@@ -185,13 +185,16 @@ def study_facts(study: StudyView) -> list[tuple[str, str]]:
     return [("Question", spec["question"]), ("Prediction", spec["prediction"]), ("Baseline", record["baseline"]),
             ("Metric", f"{spec['metric']} ({spec['read_at']}) should {spec['direction']} by at least "
                        f"{spec['min_effect']:g}; seeds {', '.join(map(str, spec['seeds']))}"),
-            ("Seed-noise floor", f"{_num(study.floor, '.3g')} (std of the baseline arm over its seeds)")]
+            ("Seed-noise floor", f"{_num(study.floor, '.3g')} (std of the baseline arm over its seeds)"),
+            *((f"Claim for {arm}", sentence) for arm, sentence in study.scopes.items())]
 
 
 def conclusions(study: StudyView) -> list[tuple[str, str]]:
     notes = study.record.get("data", {}).get("conclusion") or {}
+    override = notes.get("override") or {}
     return [(label, notes[key]) for key, label in (("interpretation", "Interpretation"), ("decision", "Decision"),
-                                                   ("follow_up", "Follow-up")) if notes.get(key)]
+                                                   ("follow_up", "Follow-up")) if notes.get(key)] + (
+        [("Adopted against the verdict (--override)", override["reason"])] if override.get("reason") else [])
 
 
 def benchmark_table(evals: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -214,9 +217,7 @@ def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequenc
     `extra_sections` are (title, HTML) pairs appended as given; `plots=False` skips the loss curves."""
     view = view or gather(lab, curves=plots)  # a view passed in is shared with write_research_report
     sections = [{"title": "Baselines and their lineage", "kind": "baselines"},
-                {"title": "Studies with verdicts", "kind": "studies"},
-                {"title": "Map of ideas", "html": map_section(lab, view.studies)},  # inline SVG, escaped there
-                {"title": "Runs", "kind": "runs"}]
+                {"title": "Studies with verdicts", "kind": "studies"}, {"title": "Runs", "kind": "runs"}]
     if view.evals:
         sections.append({"title": "Benchmarks", "kind": "benchmarks"})
     scaling = scaling_section(lab, lab / "reports" / "scaling", plots)
