@@ -18,6 +18,7 @@ from ablab.cli.config import config_app
 from ablab.cli.data import data_app
 from ablab.cli.evals import evals_app
 from ablab.cli.log import log_app
+from ablab.cli.ideas import idea_app
 from ablab.cli.profile import profile_app
 from ablab.cli.progress import QuietOpt, run_bar, watching_preparation
 from ablab.cli.report import report_app
@@ -36,6 +37,7 @@ app.add_typer(baseline_app, name="baseline")
 app.add_typer(study_app, name="study")
 app.add_typer(config_app, name="config")
 app.add_typer(log_app, name="log")
+app.add_typer(idea_app, name="idea")
 app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top-level commands
 app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder

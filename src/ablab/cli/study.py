@@ -28,12 +28,15 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
               question: str = typer.Option("", help="The one question the study answers."),
               variable: Optional[List[str]] = typer.Option(None, help="KEY=V1,V2: a config key and the values its "
                                                            "arms take (repeat for more; default optim.lr=0.04)."),
+              idea: Optional[int] = typer.Option(None, "--idea", metavar="ID", help="The backlog idea it tests "
+                                                 "(`ablab idea list`): written as meta.motivated_by, linked as tested."),
               lab: Optional[Path] = LabOpt) -> None:
     """Write a commented study template to `studies/NAME.toml`, with its question, its variables and
     a hypothesis skeleton to replace (planning refuses the texts still marked [to write]).
 
     Example: `ablab study new lr-up --baseline main@2026-11-21 --question "Does lr 0.04 win?" --variable optim.lr=0.04`
     """
+    from ablab.study.ideas import start_from_idea
     from ablab.study.spec import parse_variable, template_text
 
     check_name(name, "Study name", "muon-lr")
@@ -43,9 +46,10 @@ def study_new(name: str = typer.Argument(..., help="Study name."),
     path = lab_dir(lab) / "studies" / f"{name}.toml"
     if path.exists():
         raise UserError(f"{path} already exists; pick another name or edit that file.")
+    motivated_by = start_from_idea(lab_dir(lab), idea, name) if idea is not None else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path, question, variables),
-                    encoding="utf-8")
+    path.write_text(template_text(name, baselines.today(), baseline or "main@YYYY-MM-DD", path, question, variables,
+                                  motivated_by), encoding="utf-8")
     console.print(f"wrote {path}; replace its [to write] texts with your question and hypothesis, then "
                   f"`ablab study plan {path}`", markup=False)
 

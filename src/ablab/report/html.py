@@ -2,7 +2,8 @@
 repository (reports/research_report.md), both regenerated from the ledger at any time.
 
 Sections: the lab at a glance, dated baselines and their lineage, studies with verdicts and loss
-curves, every run in a sortable table, and the newest benchmark result per run and task. The page
+curves, the map of ideas (ablab.report.idea_map), every run in a sortable table, and the newest
+benchmark result per run and task. The page
 loads nothing from the network (inline CSS and JS, plots as data: URIs), so it opens the same when
 mailed, archived or read offline years later. Runs come from Ledger.summaries and benchmark results
 from one evals() query, never one query per run, so a lab of thousands of runs reports in seconds.
@@ -28,6 +29,7 @@ from ablab.analysis.verdicts import BASELINE_ARM, ArmResult, analyze, status
 from ablab.data.cache import write_atomic
 from ablab.errors import UserError
 from ablab.lab import LAB_FILE
+from ablab.report.idea_map import map_section
 from ablab.report.scaling import fit_rows, scaling_section
 from ablab.report.study_figures import study_figures
 from ablab.store.ledger import Ledger, ledger_path
@@ -217,7 +219,9 @@ def build_report(lab: Path, out_dir: Path | None = None, extra_sections: Sequenc
     `extra_sections` are (title, HTML) pairs appended as given; `plots=False` skips the loss curves."""
     view = view or gather(lab, curves=plots)  # a view passed in is shared with write_research_report
     sections = [{"title": "Baselines and their lineage", "kind": "baselines"},
-                {"title": "Studies with verdicts", "kind": "studies"}, {"title": "Runs", "kind": "runs"}]
+                {"title": "Studies with verdicts", "kind": "studies"},
+                {"title": "Map of ideas", "html": map_section(lab, view.studies)},  # inline SVG, escaped there
+                {"title": "Runs", "kind": "runs"}]
     if view.evals:
         sections.append({"title": "Benchmarks", "kind": "benchmarks"})
     scaling = scaling_section(lab, lab / "reports" / "scaling", plots)

@@ -19,7 +19,7 @@ from ablab.evals.runner import TrainingBenchmarks
 from ablab.executors import base as executors
 from ablab.store.ledger import Ledger, Run
 from ablab.store.provenance import collect as collect_provenance
-from ablab.study import baselines, estimates
+from ablab.study import baselines, estimates, ideas
 from ablab.study.benchmarks import score_run
 from ablab.study.spec import Arm, StudySpec, arms, check, parse
 from ablab.study.systems import profile_arms
@@ -103,6 +103,7 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True, spec: StudySpec | 
                         "ablab.study.sizes.make_plans (as `ablab study plan` does), or name one size NAME@DATE/SIZE.")
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
+    ideas.check_links(lab, spec)  # a follows naming no study, an idea the backlog lacks: refused before any run
     if spec.benchmarks:  # an unknown task or missing benchmark data fails before any run trains
         TrainingBenchmarks(",".join(spec.benchmarks), limit=1, num_fewshot=0)
     rows, prepared = [], {}
@@ -217,6 +218,7 @@ def run_study(lab: Path, plan: Plan, progress_for: Callable[[str, int], Any] | N
         executors.get(executor, workers, executors.Retry(retries), lab)
     with Ledger(lab) as ledger:
         ledger.save_study(spec.name, spec.baseline, _spec_record(plan))
+        ideas.link_tested_ideas(ledger, spec)
         states = train_cells(lab, ledger, spec.name, spec.seeds, [row.arm for row in plan.rows], runner,
                              progress_for, say, on_cell)
     _store_noise_floor(lab, plan.baseline)  # the baseline arm's runs are the baseline's own when its seeds are
@@ -387,7 +389,7 @@ def _spec_record(plan: Plan) -> dict:
             "expected": spec.expected, "benchmarks": spec.benchmarks, "benchmark_limit": spec.benchmark_limit,
             "arms": {r.arm.name: r.arm.changes for r in plan.rows},
             "auto_batch": {r.arm.name: r.auto for r in plan.rows if r.auto},
-            "frozen": plan.frozen,
+            "frozen": plan.frozen, "follows": spec.follows, "motivated_by": spec.motivated_by,
             "path": str(spec.path) if spec.path else None}
 
 
