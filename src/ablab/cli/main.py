@@ -17,8 +17,8 @@ from ablab.cli.common import LabOpt, bounded, console, lab_dir
 from ablab.cli.config import config_app
 from ablab.cli.data import data_app
 from ablab.cli.evals import evals_app
-from ablab.cli.log import log_app
 from ablab.cli.ideas import idea_app
+from ablab.cli.log import log_app
 from ablab.cli.profile import profile_app
 from ablab.cli.progress import QuietOpt, run_bar, watching_preparation
 from ablab.cli.report import report_app
@@ -36,8 +36,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(study_app, name="study")
 app.add_typer(config_app, name="config")
-app.add_typer(log_app, name="log")
 app.add_typer(idea_app, name="idea")
+app.add_typer(log_app, name="log")
 app.add_typer(runs_app)  # no name: runs, show, diff, compare, note, tag are top-level commands
 app.add_typer(evals_app)  # eval, export-hf
 app.add_typer(analysis_app)  # correlate, scaling, ladder
