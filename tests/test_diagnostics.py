@@ -68,8 +68,11 @@ def test_every_diagnostic_is_in_the_rows_of_the_eval_steps_and_training_is_uncha
 
 
 def test_a_list_selects_only_those_and_an_unknown_name_is_one_sentence(tmp_path, one_thread):
-    rows = metric_rows(tmp_path, tiny("train.diagnostics=update_ratio,grad_norms"))
-    assert set().union(*map(families, rows)) == {"grad_norms", "update_ratio"}
+    # Under eval.points (the default spacing) too, the step before each evaluation is the one diagnosed.
+    rows = metric_rows(tmp_path, tiny("train.diagnostics=update_ratio,grad_norms", "eval.every=0", "eval.points=4"))
+    assert [(r["step"], families(r)) for r in rows if families(r)] == [
+        (step, {"grad_norms", "update_ratio"}) for step in (4, 8, 12)]
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 4, 8, 12]
     assert C.load(None, ["train.diagnostics=attention_entropy,grad_norms,grad_norms"]).train.diagnostics == [
         "grad_norms", "attention_entropy"]
     result = run_cli("run", "-c", "quickstart", "train.diagnostics=grad_norms,atention_entropy", cwd=tmp_path)
