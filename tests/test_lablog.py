@@ -3,6 +3,7 @@ findings and recommendations, on a real tiny study (2 arms x 2 seeds, 10 steps) 
 checkout; a GPU-trained copy of its runs is written the way `ablab import` writes records."""
 
 import dataclasses
+import html
 import re
 import subprocess
 import tomllib
@@ -15,6 +16,7 @@ from ablab.analysis import stats
 from ablab.analysis.scope import scope_sentences
 from ablab.analysis.verdicts import analyze, status
 from ablab.api import Lab
+from ablab.report.html import build_report
 from ablab.report.lablog import write_log
 from ablab.report.log_notes import add_note
 from ablab.report.sheets import write_sheet
@@ -157,6 +159,8 @@ def test_conclude_refuses_adopting_an_unsupported_arm_without_override(lab):
     decision = sheet.split("## 10. Decision")[1].split("## 11.")[0]
     assert "adopt fast" in decision and reason in decision and f"fast ({verdict})" in decision
     assert reason in (lab / "reports" / "LOG.md").read_text()
+    page = html.unescape(build_report(lab, lab / "site", plots=False).read_text())
+    assert reason in page and f"Claim for fast</dt><dd>{_scopes(lab, 'wide')['fast']}</dd>" in page
     conclude(lab, "wide", {"decision": "keep the baseline"})  # not adopting needs no reason; the old override goes
     with Ledger(lab) as ledger:
         assert "override" not in ledger.study("wide")["data"]["conclusion"]
