@@ -184,6 +184,11 @@ def test_runs_of_another_code_version_are_said_to_be_retrained(tmp_path, monkeyp
     assert honesty.code_version_warning(tmp_path, make_plan(tmp_path, study, probe=False)) is None
 
 
+def ledger_params(lab: Path, name: str) -> int:
+    with Ledger(lab) as ledger:
+        return {r.result["params"] for r in ledger.runs(name=name)}.pop()
+
+
 def test_a_two_size_family_runs_a_study_at_both_sizes_side_by_side(tmp_path):
     (tmp_path / "ablab.toml").write_text('[lab]\nname = "fam"\n[sizes.narrow]\n"model.d_model" = 32\n'
                                          '"model.d_ff" = 64\n[sizes.wide.model]\nd_model = 64\nd_ff = 128\n')
@@ -210,7 +215,10 @@ def test_a_two_size_family_runs_a_study_at_both_sizes_side_by_side(tmp_path):
     sheet = (tmp_path / "reports" / "studies" / "fam-lr.narrow.md").read_text()
     section = sheet.split("### Effect at each size", 1)[1].split("## 9.", 1)[0].splitlines()
     header = next(line for line in section if line.startswith("| arm |"))
-    assert header.startswith("| arm | narrow: val_loss change (95% CI) | wide: val_loss change (95% CI) |")
+    params = {size: ledger_params(tmp_path, f"fam-lr.{size}/baseline") for size in ("narrow", "wide")}
+    assert params["narrow"] < params["wide"]
+    assert header.startswith(f"| arm | narrow ({params['narrow']:,} params): val_loss change (95% CI) | "
+                             f"wide ({params['wide']:,} params): val_loss change (95% CI) |")
     row = next(line for line in section if line.startswith("| optim.lr=0.005 |"))
     for size in ("narrow", "wide"):
         change = next(r for r in analyze(tmp_path, f"fam-lr.{size}")[1] if r.arm == "optim.lr=0.005").comparison

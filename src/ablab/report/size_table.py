@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ablab.analysis.runs import markdown_table
-from ablab.analysis.verdicts import BASELINE_ARM, analyze
+from ablab.analysis.verdicts import BASELINE_ARM, analyze, status
 from ablab.store.ledger import Ledger
 
 
@@ -32,6 +32,13 @@ def family_studies(lab: Path, name: str) -> list[tuple[str, str]]:
     return found
 
 
+def _params(lab: Path, study: str) -> str:
+    """' (N params)' of the study's baseline arm, from its first finished run; '' before one."""
+    runs = [run for (arm, _), run in status(lab, study)[1].items() if arm == BASELINE_ARM and run is not None]
+    counts = [run.result["params"] for run in runs if run.result.get("params")]
+    return f" ({counts[0]:,} params)" if counts else ""
+
+
 def size_lines(lab: Path, name: str) -> list[str]:
     """The sheet's "Effect at each size" section as markdown lines; [] outside a family."""
     found = family_studies(lab, name)
@@ -40,7 +47,8 @@ def size_lines(lab: Path, name: str) -> list[str]:
     results = {size: {r.arm: r for r in analyze(lab, study)[1]} for size, study in found}
     metric = analyze(lab, name)[0]["spec"].get("metric", "val_loss")
     arms = [arm for arm in results[next(size for size, study in found if study == name)] if arm != BASELINE_ARM]
-    columns = ["arm", *[f"{size}: {metric} change (95% CI)" for size, _ in found], *[f"{size}: verdict" for size, _ in found]]
+    named = [f"{size}{_params(lab, study)}" for size, study in found]
+    columns = ["arm", *[f"{size}: {metric} change (95% CI)" for size in named], *[f"{size}: verdict" for size, _ in found]]
     rows = []
     for arm in arms:
         effects, verdicts = [], []
