@@ -239,3 +239,21 @@ def test_a_two_size_family_runs_a_study_at_both_sizes_side_by_side(tmp_path):
     study.write_text(study.read_text().replace("seeds = [0, 1]", 'seeds = [0, 1]\nsizes = ["huge"]'))
     refused = run_cli("study", "plan", str(study), "--no-probe", "--lab", str(tmp_path), cwd=tmp_path)
     assert refused.returncode == 2 and "design.sizes names 'huge'" in refused.stderr and "narrow, wide" in refused.stderr
+
+
+def test_a_size_of_an_older_family_is_warned_with_the_same_size_of_the_current_one(tmp_path):
+    (tmp_path / "ablab.toml").write_text('[lab]\nname = "f"\n[sizes.narrow]\n"model.d_model" = 32\n"model.d_ff" = 64\n')
+    for date, lr in (("2026-11-01", "0.02"), ("2026-11-20", "0.04")):
+        cfg = C.load(None, [*TINY_BASE, f"optim.lr={lr}"])
+        baselines.create(tmp_path, baselines.Baseline("f", date, cfg, [0], sizes=baselines.resolve_sizes(tmp_path, ["narrow"])))
+    warning = honesty.stale_warning(tmp_path, "f@2026-11-01/narrow")
+    assert warning.startswith("Baseline f@2026-11-01/narrow is not the current 'f' baseline: f@2026-11-20/narrow is "
+                              "(its changes: optim.lr: 0.02 -> 0.04)")
+    assert honesty.stale_warning(tmp_path, "f@2026-11-20/narrow") is None
+
+
+def test_retrain_of_a_baseline_never_run_says_there_is_nothing_to_compare(tmp_path):
+    make_baseline(tmp_path, "fresh", "2026-11-01", [0])
+    [report] = retrain(tmp_path, "fresh", "2026-11-02", say=lambda s: None)
+    assert report.metrics == [] and "fresh@2026-11-01 has no finished run at the seeds 0" in report.missing
+    assert report.lines()[-1] == report.missing
