@@ -98,9 +98,6 @@ def make_plan(lab: Path, spec_path: Path, probe: bool = True, spec: StudySpec | 
     if baseline.sizes and baseline.size is None:
         raise UserError(f"{spec.baseline} is a family of sizes ({', '.join(baseline.sizes)}); plan it with "
                         "ablab.study.sizes.make_plans (as `ablab study plan` does), or name one size NAME@DATE/SIZE.")
-    if baseline.sizes and baseline.size is None:
-        raise UserError(f"{spec.baseline} is a family of sizes ({', '.join(baseline.sizes)}); plan it with "
-                        "ablab.study.sizes.make_plans (as `ablab study plan` does), or name one size NAME@DATE/SIZE.")
     study_arms = arms(spec, baseline)
     check(spec, baseline, study_arms)
     ideas.check_links(lab, spec)  # a follows naming no study, an idea the backlog lacks: refused before any run
