@@ -5,7 +5,40 @@ import torch
 
 from ablab.config import ModelConfig, OptimConfig, ScheduleConfig
 from ablab.model.gpt import GPT
-from ablab.model.optim import build_optimizer, lr_factor, orthogonalize, set_lr, split_parameters
+from ablab.model.optim import NS_COEFFS, build_optimizer, lr_factor, orthogonalize, set_lr, split_parameters
+
+
+def plain_newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Newton-Schulz written the straightforward way: one fp32 matrix, separate products and sums,
+    no fused kernels, no batching. The reference the optimised orthogonalize must equal."""
+    a, b, c = NS_COEFFS
+    X = G.double().float()  # a fresh fp32 copy
+    if X.size(0) > X.size(1):
+        X = X.T
+    X = X / (X.norm() + 1e-7)
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return X.T if G.size(0) > G.size(1) else X
+
+
+# The optimised path may differ from the plain one by fp32 rounding only. The updates' entries are
+# ~1/sqrt(cols) in size (0.03 to 0.3 here); 1e-5 absolute is ~100 fp32 ulps of them, while a real change
+# to the iteration (a coefficient, a step, the orientation) moves entries by 1e-3 or more.
+NS_TOLERANCE = dict(atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (48, 16), (16, 48), (3, 24, 8), (2, 2, 8, 24)])
+def test_fused_newton_schulz_equals_the_plain_per_matrix_form(shape):
+    torch.manual_seed(0)
+    G = torch.randn(*shape) * 3
+    fast = orthogonalize(G, steps=5)
+    assert fast.shape == G.shape and fast.dtype == torch.float32
+    plain = torch.stack([plain_newton_schulz(m) for m in G.reshape(-1, *shape[-2:])]).view(shape)
+    assert torch.allclose(fast, plain, **NS_TOLERANCE), (fast - plain).abs().max()
+    # The tolerance is tight enough to catch a real change: one step fewer is far outside it.
+    fewer = torch.stack([plain_newton_schulz(m, steps=4) for m in G.reshape(-1, *shape[-2:])]).view(shape)
+    assert not torch.allclose(fast, fewer, **NS_TOLERANCE)
 
 
 def test_newton_schulz_orthogonalises_any_shape():
@@ -60,14 +93,16 @@ def per_matrix_muon_step(model, lr: float, momentum: float, buffers: dict) -> No
                 buf.lerp_(p.grad, 1 - momentum)
                 g = p.grad.lerp(buf, momentum)
                 blocks = g.view(splits, g.size(0) // splits, g.size(1))
-                update = torch.stack([orthogonalize(b, 5) for b in blocks]).view_as(p)
+                update = torch.stack([plain_newton_schulz(b, 5) for b in blocks]).view_as(p)
                 p.add_(update, alpha=-lr * max(1.0, blocks.size(1) / blocks.size(2)) ** 0.5)
 
 
-def test_batched_newton_schulz_equals_one_chain_per_matrix():
+@pytest.mark.parametrize("batch_shapes", [True, False])
+def test_muon_steps_equal_the_plain_per_matrix_steps(batch_shapes):
+    # True: the CUDA path (one batched chain per shape), here on the CPU; False: the CPU's chain per matrix.
     batched, reference = tiny_model(), tiny_model()
     muon = build_optimizer(batched, OptimConfig(name="muon", lr=0.02), "cpu").optimizers["muon"]
-    muon.batched = True  # the CUDA path (one batched chain per shape), here on the CPU
+    muon.batched = batch_shapes
     x, y = fixed_batch()
     buffers: dict = {}
     for _ in range(3):
@@ -80,7 +115,7 @@ def test_batched_newton_schulz_equals_one_chain_per_matrix():
     assert len(matrices) > 2  # several same-shape matrices really went through one batched call
     for (name, a), b in zip(batched.named_parameters(), reference.parameters()):
         if a.ndim == 2 and "blocks" in name:
-            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+            assert torch.allclose(a, b, **NS_TOLERANCE), name
 
 
 def test_muon_groups_hold_the_hidden_matrices_and_adamw_the_rest():
