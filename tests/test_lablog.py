@@ -4,6 +4,7 @@ checkout; a GPU-trained copy of its runs is written the way `ablab import` write
 
 import dataclasses
 import html
+import json
 import re
 import subprocess
 import tomllib
@@ -113,7 +114,9 @@ def test_scope_names_params_tokens_corpus_axis_seeds_cpu_and_effect(lab):
     assert "GPU" not in sentence
     out = run_cli("study", "status", "wide", "--lab", str(lab), cwd=lab)
     assert out.returncode == 0, out.stderr
-    assert f"scope: {verdict} at {params / 1e3:.3g}K params" in out.stdout.replace("\n", " ")
+    assert f"scope: {sentence}" in out.stdout
+    doc = json.loads(run_cli("study", "status", "wide", "--json", "--lab", str(lab), cwd=lab).stdout)
+    assert [(v["arm"], v["scope"]) for v in doc["verdicts"]] == [("fast", sentence)]
 
 
 def test_scope_of_runs_recorded_on_a_gpu_names_the_gpu(lab):

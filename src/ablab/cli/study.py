@@ -200,7 +200,8 @@ def study_status(name: str = typer.Argument(..., help="Study name."), json_out: 
 
     With `--json`: one object with keys study, kind, baseline, metric, read_at, seeds, cells (a list of
     objects with arm, seed, run_id, status and value: the metric, or null while missing) and verdicts
-    (a list of objects with arm, outcome, rule, adjustment (Holm across arms) and surprise; empty for a ladder).
+    (a list of objects with arm, outcome, rule, adjustment (Holm across arms), surprise and scope: the
+    verdict with the params, tokens, corpus, axis, seeds and hardware it was tested at; empty for a ladder).
 
     Example: `ablab study status muon-lr`
     """
@@ -225,15 +226,17 @@ def study_status(name: str = typer.Argument(..., help="Study name."), json_out: 
 
 def _print_status_json(lab: Path, record: dict, values: dict) -> None:
     from ablab.analysis.runs import to_json
+    from ablab.analysis.scope import scope_sentences
     from ablab.analysis.verdicts import analyze
 
     spec = record["spec"]
     cells = [{"arm": arm, "seed": seed, "run_id": run.id if run else None, "status": run.status if run else "missing",
               "value": value} for (arm, seed), (run, value) in values.items()]
-    verdicts = [] if spec.get("kind") == "ladder" else [
-        {"arm": r.arm, "outcome": r.verdict.outcome, "rule": r.verdict.rule, "adjustment": r.verdict.adjustment,
-         "surprise": r.verdict.surprise or None}
-        for r in analyze(lab, record["name"])[1] if r.verdict is not None]
+    results = [] if spec.get("kind") == "ladder" else analyze(lab, record["name"])[1]
+    scopes = scope_sentences(spec, {cell: run for cell, (run, _) in values.items()}, results) if results else {}
+    verdicts = [{"arm": r.arm, "outcome": r.verdict.outcome, "rule": r.verdict.rule, "adjustment": r.verdict.adjustment,
+                 "surprise": r.verdict.surprise or None, "scope": scopes.get(r.arm)}
+                for r in results if r.verdict is not None]
     typer.echo(to_json({"study": record["name"], "kind": spec.get("kind", "study"), "baseline": record["baseline"],
                         "metric": spec.get("metric"), "read_at": spec.get("read_at"), "seeds": spec["seeds"],
                         "cells": cells, "verdicts": verdicts}))
