@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,10 @@ from ablab.analysis import stats
 from ablab.analysis.scope import scope_sentences
 from ablab.analysis.verdicts import analyze, status
 from ablab.api import Lab
+from ablab.errors import UserError
 from ablab.report.html import build_report
 from ablab.report.lablog import write_log
-from ablab.report.log_notes import add_note
+from ablab.report.log_notes import add_note, read_notes
 from ablab.report.sheets import write_sheet
 from ablab.store.ledger import Ledger
 from ablab.study import baselines
@@ -238,3 +240,15 @@ def test_the_sheet_interpretation_starts_from_the_scoped_claims(lab):
     interpretation = sheet.split("## 9. Interpretation")[1].split("## 10.")[0]
     assert interpretation.strip().startswith("Claims, scoped to what was tested:")
     assert f"- fast: {_scopes(lab, 'wide')['fast']}." in interpretation
+
+
+def test_notes_written_at_once_all_land_and_a_broken_file_is_one_sentence(tmp_path):
+    texts = [f"finding {i}" for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:  # each writer reads, appends and replaces the file under the lock
+        list(pool.map(lambda text: add_note(tmp_path, "findings", "dynamics", text), texts))
+    stored = tomllib.loads((tmp_path / "reports" / "log-notes.toml").read_text())["findings"]
+    assert sorted(n["text"] for n in stored) == texts
+    assert not list((tmp_path / "reports").glob("*.part"))  # no temporary file left behind
+    (tmp_path / "reports" / "log-notes.toml").write_text("[[findings]\n")
+    with pytest.raises(UserError, match=r"log-notes.toml is not valid TOML .*; fix the line it names\."):
+        read_notes(tmp_path)
