@@ -67,7 +67,7 @@ class Diagnostics:
                  if isinstance(m, (nn.RMSNorm, nn.LayerNorm)) and m.weight is not None}
         self.gain_index = [i for i, p in enumerate(self.params) if id(p) in gains]
         self.groups = _labelled_groups(model, optimizer)
-        self.pending: dict = {}  # the rows of the step being diagnosed: {"step": n, **metrics}
+        self.pending: dict = {}  # what the diagnosed step left: {"step": n, metric key: value, ...}
         self.before: list[torch.Tensor] = []
 
     def read_gradients(self, step: int) -> None:
