@@ -4,6 +4,7 @@ and never evidence.
 The ledger tests write rows through the Ledger API (no training); one test trains a tiny study of
 two runs, one of them interrupted, to check what a study counts."""
 
+import io
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from ablab.store.ledger import Ledger, Run, ledger_path
 from ablab.store.record import now_iso
 from ablab.store.schema import MIGRATIONS
 
-RUN = "5e771ed05e771ed0"
+RUN = "5e771ed0"  # an ablab run id (8 hex digits), so export and import take it
 
 
 def settled_lab(tmp_path: Path, status: str = "finished") -> Path:
@@ -191,3 +193,29 @@ def test_an_interrupted_run_in_a_study_is_not_evidence(tmp_path):
     assert {(c["arm"], c["seed"]): (c["status"], c["value"]) for c in listed["cells"]}[(arm, 1)] == ("interrupted", None)
     replanned = make_plan(tmp_path, path, probe=False)
     assert {row.arm.name: row.to_resume for row in replanned.rows} == {"baseline": 0, arm: 1}
+
+
+def test_importing_a_settled_run_again_is_a_no_op_and_a_differing_one_is_refused(tmp_path):
+    from ablab.store.archive import MANIFEST, export_lab, import_runs
+
+    def record(lab: Path):
+        with Ledger(lab) as ledger:
+            return ledger.run(RUN).result, ledger.metrics(RUN), ledger.row_counts()
+
+    lab = settled_lab(tmp_path / "lab")
+    archive = export_lab(lab, tmp_path / "lab.tar.gz").path
+    before = record(lab)
+    report = import_runs(lab, [archive])
+    assert (report.imported, report.already_present) == ([], [RUN]) and record(lab) == before
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile(MANIFEST))
+    manifest["runs"][0]["run"]["result"]["final"]["val_loss"] = 1.5  # the same id, a better loss
+    forged = tmp_path / "forged.tar.gz"
+    with tarfile.open(forged, "w:gz") as tar:
+        data = json.dumps(manifest).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(UserError, match=f"Run {RUN} is already in this lab as a finished run with another record"):
+        import_runs(lab, [forged])
+    assert record(lab) == before

@@ -5,7 +5,8 @@ lab had a ledger) from the files every run directory holds.
 An archive is a .tar.gz holding `ablab-export.json` (the ledger rows of each run: the run, its
 metrics, events, notes and tags, so what exists only in the ledger survives) and the run directories
 under `runs/<id>/`, checkpoints left out unless asked for. Importing is idempotent: a run whose id
-is already in the ledger is skipped, whatever its source. Each run goes in whole: its directory is
+is already in the ledger is skipped, whatever its source, unless both copies are settled (finished
+or diverged) and their records differ: then nothing is imported (a settled record never changes). Each run goes in whole: its directory is
 assembled in a hidden folder and renamed into place, then its rows are written in one transaction.
 """
 
@@ -28,7 +29,8 @@ import ablab
 from ablab.errors import UserError
 from ablab.store.ledger import Ledger, Run
 from ablab.store.record import RUN_ID_BYTES, content_key, is_run_id, read_jsonl, runs_root, sample_rows
-from ablab.store.schema import SCHEMA_VERSION
+from ablab.store.schema import SCHEMA_VERSION, SETTLED_STATUSES
+from ablab.store.tables import dump
 
 MANIFEST = "ablab-export.json"
 FORMAT = "ablab-export"
@@ -121,6 +123,8 @@ def import_runs(lab: Path, sources: list[Path]) -> ImportReport:
             else:
                 raise UserError(f"{source} does not exist; pass an archive written by `ablab export` or a run directory.")
         with Ledger(lab) as ledger:
+            _refuse_conflicts(ledger, [run for archive, found in checked
+                                       for run in (found[3].values() if archive else [f[1] for f in found])])
             for archive, found in checked:
                 if archive is None:
                     for folder, run, metrics, events in found:
@@ -128,6 +132,22 @@ def import_runs(lab: Path, sources: list[Path]) -> ImportReport:
                 else:
                     _import_archive(ledger, lab, archive, *found, report)
     return report
+
+
+def _refuse_conflicts(ledger: Ledger, runs: list[Run]) -> None:
+    """Refuse the whole import when a settled run (finished or diverged) it brings is here already
+    with another record under the same id: a settled record is never changed, and skipping it would
+    hide that two labs disagree about one run. An identical one is skipped as before."""
+    for run in runs:
+        here = ledger.runs(ids=[run.id])
+        if not here or here[0].status not in SETTLED_STATUSES or run.status not in SETTLED_STATUSES:
+            continue
+        mine = (here[0].config_hash, here[0].seed, here[0].status, dump(here[0].result.get("final", {})))
+        if mine != (run.config_hash, run.seed, run.status, dump(run.result.get("final", {}))):
+            raise UserError(f"Run {run.id} is already in this lab as a {here[0].status} run with another record "
+                            "(config, seed, status or final metrics differ), and a settled run is never changed; "
+                            f"nothing was imported. Remove this lab's copy first (`ablab runs rm {run.id} --force`) "
+                            "if the incoming one is the right record.")
 
 
 def _run_folders(source: Path) -> list[Path]:

@@ -163,7 +163,8 @@ class Ledger(LabTables, NotebookTables):
                               (time.time(), host or socket.gethostname(), pid or os.getpid(), run_id))
 
     def finish_run(self, run_id: str, status: str, result: dict, finished_at: str | None) -> None:
-        """Set a run's status and result (also used for `running` at start and on resume)."""
+        """Set a run's status and result (also used for `running` at start and on resume); refused with a
+        UserError once the run is finished or diverged, unless it writes the same record again."""
         with self._write():
             self.conn.execute("UPDATE runs SET status=?, result=?, finished_at=?, heartbeat=? WHERE id=?",
                               (status, dump(result), finished_at, time.time(), run_id))
