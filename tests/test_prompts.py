@@ -104,9 +104,19 @@ def test_the_bundled_suites_load_and_the_labs_own_file_comes_first(tmp_path):
     assert load_prompts(tmp_path, "") == []
 
 
-def test_a_resumed_run_keeps_no_samples_past_its_checkpoint(tmp_path):
+def ledger_never_hears_the_end(monkeypatch):
+    """As a kill before the ledger's row of a finished run is written leaves it: still `running` (a
+    settled row cannot be set back, so the kill is simulated before the row settles, not after)."""
+    finish_run = Ledger.finish_run
+    monkeypatch.setattr(Ledger, "finish_run", lambda self, run_id, status, *rest:
+                        None if status == "finished" else finish_run(self, run_id, status, *rest))
+
+
+def test_a_resumed_run_keeps_no_samples_past_its_checkpoint(tmp_path, monkeypatch):
     cfg = tiny(f"eval.prompts={own_suite(tmp_path)}", "train.checkpoint_every=5")
-    outcome = start_run(cfg, tmp_path)
+    with monkeypatch.context() as patch:
+        ledger_never_hears_the_end(patch)
+        outcome = start_run(cfg, tmp_path)
     record = RunRecord.open(tmp_path, outcome.run_id)
     before = record.samples()
     # As if killed after step 10's samples but before its checkpoint: the newest checkpoint is step 5.
@@ -119,14 +129,16 @@ def test_a_resumed_run_keeps_no_samples_past_its_checkpoint(tmp_path):
     assert after == before  # the same weights at each step give the same continuations
 
 
-def test_samples_a_kill_kept_out_of_the_ledger_come_back_from_the_file(tmp_path):
-    outcome = start_run(tiny(f"eval.prompts={own_suite(tmp_path)}"), tmp_path)
+def test_samples_a_kill_kept_out_of_the_ledger_come_back_from_the_file(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        ledger_never_hears_the_end(patch)
+        outcome = start_run(tiny(f"eval.prompts={own_suite(tmp_path)}"), tmp_path)
     written = run_samples(tmp_path, outcome.run_id)
     # As if killed after samples.jsonl and result.json were written but before the ledger heard of either.
     conn = sqlite3.connect(tmp_path / ".ablab" / "ledger.sqlite")
     with conn:
         conn.execute("DELETE FROM samples")
-        conn.execute("UPDATE runs SET status='running', host='elsewhere', heartbeat=0 WHERE id=?", (outcome.run_id,))
+        conn.execute("UPDATE runs SET host='elsewhere', heartbeat=0 WHERE id=?", (outcome.run_id,))  # its process gone
     conn.close()
     assert run_samples(tmp_path, outcome.run_id) == written  # opening the ledger reconciled the run
 
