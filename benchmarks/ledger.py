@@ -140,11 +140,12 @@ TRACKING_CALLS = ("log_metrics", "log_line", "log_event", "heartbeat", "update_r
 def training_times(cfg, lab: Path) -> tuple[float, float, float]:
     """(set-up seconds, run seconds, seconds inside tracking calls) of one real tracked run."""
     from ablab.store.record import RunRecord
+    from ablab.train.launch import identify
     from ablab.train.loop import Training
 
-    training = Training(cfg)
+    training = Training(cfg, lab=lab)
     started = time.perf_counter()
-    record = RunRecord.create(lab, cfg, training.identity())
+    record = RunRecord.create(lab, cfg, identify(training.data))
     training.attach(record, resume=False)
     setup = time.perf_counter() - started
     clock = {"seconds": 0.0, "depth": 0}
