@@ -20,6 +20,7 @@ from ablab.train import diagnostics
 from ablab.train.launch import start_run
 
 from conftest import TINY, run_cli
+from test_study import write_study
 
 FAMILIES = {"grad_norms": "diag/grad_norm/", "gain_grad_norms": "diag/gain_grad_norm/",
             "activation_rms": "diag/act_rms/", "attention_entropy": "diag/attn_entropy/",
@@ -164,36 +165,12 @@ def test_attention_entropy_is_a_hand_written_softmaxs_and_within_0_and_log_t(one
     assert model.training and not any(block.attn.keep_entropy for block in model.blocks)
 
 
-STUDY = """[meta]
-name = "diag"
-category = "optimizer"
-date = "2026-12-03"
-[objective]
-question = "Does a doubled learning rate change the update ratios?"
-[hypothesis]
-mechanism = "bigger steps"
-prediction = "val_loss falls by at least 0.01"
-falsification = "val_loss does not fall"
-metric = "val_loss"
-direction = "decrease"
-min_effect = 0.01
-read_at = "final"
-[design]
-baseline = "diag@2026-12-01"
-axis = "steps"
-budget = 10
-seeds = [0]
-[design.arms.fast]
-"optim.lr" = 0.04
-"""
-
-
 def test_a_study_sheet_with_diagnostics_has_one_figure_per_diagnostic(tmp_path, one_thread):
     cfg = C.load(None, [*TINY, "train.max_steps=10", "eval.every=5", "train.diagnostics=true"])
     baselines.create(tmp_path, baselines.Baseline("diag", "2026-12-01", cfg, [0]))
-    (tmp_path / "studies").mkdir()
-    (tmp_path / "studies" / "diag.toml").write_text(STUDY)
-    plan = make_plan(tmp_path, tmp_path / "studies" / "diag.toml", probe=False)
+    path = write_study(tmp_path, "diag", '[design.arms.fast]\n"optim.lr" = 0.04', seeds="[0]", budget=10,
+                       axis="steps", baseline="diag@2026-12-01")
+    plan = make_plan(tmp_path, path, probe=False)
     assert run_study(tmp_path, plan, say=lambda s: None) == "finished"
     sheet = write_sheet(tmp_path, "diag").read_text(encoding="utf-8")
     for kind in ("grad_norm", "gain_grad_norm", "update_ratio", "act_rms", "attn_entropy"):
