@@ -29,30 +29,8 @@ from ablab.study.conclusion import adopted_arms, conclude
 from ablab.study.runner import make_plan, run_study
 
 from conftest import TINY, run_cli
+from test_study import write_study
 
-# min_effect 1.0 cannot be reached in 10 steps: the arm's verdict is never "supported".
-STUDY = """[meta]
-name = "wide"
-category = "hyperparameter"
-date = "2026-11-21"
-[objective]
-question = "Does a doubled learning rate lower the loss?"
-[hypothesis]
-mechanism = "bigger steps"
-prediction = "val_loss falls by at least 1.0"
-falsification = "val_loss does not fall by 1.0"
-metric = "val_loss"
-direction = "decrease"
-min_effect = 1.0
-read_at = "final"
-[design]
-baseline = "tiny@2026-11-01"
-axis = "steps"
-budget = 10
-seeds = [0, 1]
-[design.arms.fast]
-"optim.lr" = 0.04
-"""
 H100 = "NVIDIA H100 80GB HBM3"
 
 
@@ -65,8 +43,10 @@ def lab(tmp_path_factory) -> Path:
     lab = tmp_path_factory.mktemp("lablog")
     cfg = C.load(None, [*TINY, "train.max_steps=10", "train.max_tokens=0", "train.max_seconds=0", "eval.every=5"])
     baselines.create(lab, baselines.Baseline("tiny", "2026-11-01", cfg, [0, 1]))
-    (lab / "studies").mkdir()
-    (lab / "studies" / "wide.toml").write_text(STUDY)
+    # min_effect 1.0 cannot be reached in 10 steps: the arm's verdict is never "supported".
+    write_study(lab, "wide", '[design.arms.fast]\n"optim.lr" = 0.04', seeds="[0, 1]", budget=10, axis="steps",
+                baseline="tiny@2026-11-01", category="hyperparameter",
+                question="Does a doubled learning rate lower the loss?", min_effect=1.0)
     _git(lab, "init", "-q")
     _git(lab, "add", "studies")
     _git(lab, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the study")

@@ -29,22 +29,23 @@ def lab(tmp_path_factory) -> Path:
 
 
 def write_study(lab: Path, name: str, design: str, direction: str = "decrease", seeds: str = "[0, 1, 2]",
-                budget: int = 20480, axis: str = "tokens", read_at: str = "final", baseline: str = BASE) -> Path:
+                budget: int = 20480, axis: str = "tokens", read_at: str = "final", baseline: str = BASE,
+                category: str = "optimizer", question: str = "Does it matter?", min_effect: float = 0.01) -> Path:
     path = lab / "studies" / f"{name}.toml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(f'''[meta]
 name = "{name}"
-category = "optimizer"
+category = "{category}"
 date = "2026-11-21"
 [objective]
-question = "Does it matter?"
+question = "{question}"
 [hypothesis]
 mechanism = "m"
 prediction = "p"
 falsification = "f"
 metric = "val_loss"
 direction = "{direction}"
-min_effect = 0.01
+min_effect = {min_effect}
 read_at = "{read_at}"
 [design]
 baseline = "{baseline}"

@@ -17,8 +17,7 @@ def test_a_memory_study_sheet_splits_each_arm_s_memory_by_part(tmp_path, one_thr
     cfg = C.load(None, [*TINY, "train.max_steps=4", "eval.points=2", "train.device=cpu"])
     baselines.create(tmp_path, baselines.Baseline("tiny", "2026-12-01", cfg, [0]))
     path = write_study(tmp_path, "ckpt", 'variables = { "model.activation_checkpointing" = [true] }', seeds="[0]",
-                       budget=4 * 16 * 64, baseline="tiny@2026-12-01")
-    path.write_text(path.read_text().replace('category = "optimizer"', 'category = "memory"'))
+                       budget=4 * 16 * 64, baseline="tiny@2026-12-01", category="memory")
     assert run_study(tmp_path, make_plan(tmp_path, path, probe=False), say=lambda s: None) == "finished"
     with Ledger(tmp_path) as ledger:
         rows = ledger.study("ckpt")["data"]["profile"]
