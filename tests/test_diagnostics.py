@@ -135,7 +135,7 @@ def _optimizer_order(cfg: C.Config) -> list[str]:
 
 
 def test_attention_entropy_is_a_hand_written_softmaxs_and_within_0_and_log_t(one_thread):
-    from ablab.model.gpt import GPT, apply_rotary
+    from ablab.model.gpt import GPT
     from ablab.model.optim import build_optimizer
 
     cfg = C.load(None, ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_ff=64"])
@@ -153,7 +153,8 @@ def test_attention_entropy_is_a_hand_written_softmaxs_and_within_0_and_log_t(one
         attn, x = model.blocks[0].attn, model.blocks[0].norm1(model.wte(batch))
         q, k, _ = attn.qkv(x).split(32, dim=2)
         q, k = (t.view(3, T, 2, 16).transpose(1, 2) for t in (q, k))
-        q, k = apply_rotary(q, model.rope_cos, model.rope_sin), apply_rotary(k, model.rope_cos, model.rope_sin)
+        cos, sin = model.rope_cos[:T], model.rope_sin[:T]  # each (first half, second half) pair by its angle
+        q, k = (torch.cat((t[..., :8] * cos - t[..., 8:] * sin, t[..., :8] * sin + t[..., 8:] * cos), -1) for t in (q, k))
         scores = (q @ k.transpose(-2, -1)) / 4.0
         scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
         p = torch.softmax(scores, dim=-1)

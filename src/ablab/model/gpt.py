@@ -19,11 +19,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ablab.config import ModelConfig
+from ablab.model.kernels import RMSNorm, rotate
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
     if kind == "rmsnorm":
-        return nn.RMSNorm(dim, eps=1e-6)
+        return RMSNorm(dim, eps=1e-6)
     if kind == "layernorm":
         return nn.LayerNorm(dim, bias=False)
     return nn.Identity()
@@ -37,12 +38,8 @@ def rotary_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tenso
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (B, nh, T, hs); cos, sin: (T, hs/2) for positions 0..T-1, or (B, 1, T, hs/2) gathered per token
-    x1, x2 = x.chunk(2, dim=-1)
-    if cos.dim() == 2:
-        cos, sin = cos[: x.size(-2)], sin[: x.size(-2)]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    # x: (B, T, nh, hs); cos, sin: (T, 1, hs/2) for the positions of x's T tokens, or (B, T, 1, hs/2)
+    return rotate(x, cos.to(x.dtype), sin.to(x.dtype))
 
 
 class KVCache:
@@ -69,8 +66,8 @@ class Attention(nn.Module):
         self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
         self.rotary = cfg.positions == "rope"
         self.dropout = cfg.dropout
         # Diagnostics only (ablab.train.diagnostics): attend through an explicit (T x T) softmax and keep
@@ -83,13 +80,11 @@ class Attention(nn.Module):
         """`cache` = (the cache, this block's index): x holds only the new positions, and attends to
         the cached ones too (a prefill of several new positions needs an empty cache)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # (B, T, nh, hs) each
         q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary:
+        if self.rotary:  # before the transpose, where each head's row is contiguous
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         dropout = self.dropout if self.training else 0.0
         causal = True
         if cache is not None:
@@ -216,12 +211,11 @@ class GPT(nn.Module):
         With a `cache`, idx holds the tokens after the cached ones, at positions cache.length onwards."""
         B, T = idx.shape
         x = self.wte(idx)  # (B, T, C)
-        cos, sin = self.rope_cos, self.rope_sin
         start = cache.length if cache is not None else 0
         if positions is not None:
-            cos, sin = cos[positions][:, None], sin[positions][:, None]  # (B, 1, T, hs/2)
-        elif start:
-            cos, sin = cos[start:start + T], sin[start:start + T]
+            cos, sin = self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None]  # (B, T, 1, hs/2)
+        else:
+            cos, sin = self.rope_cos[start:start + T, None], self.rope_sin[start:start + T, None]  # (T, 1, hs/2)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(start, start + T, device=idx.device) if positions is None else positions)
         x = self.drop(x)
