@@ -22,23 +22,24 @@ The "optim s" column is the optimizer step's own time. Last, two real ablab runs
 its data and evaluation) of ablab-default and ablab-as-ref at equal steps, tokens and seed print
 their val losses (--val-steps 0 skips them; ABLAB_DATA must point at the corpus).
 
-On this project's 2-core machine (2026-12-03, --rounds 3 --threads 1, since other work loaded both
-cores: load average 5 to 7.5; per-round ratios spread by +-0.1), at 16,384 tokens per step:
-ablab-default / ablab-as-ref 0.723 small, 0.682 medium (micro-batch mode 0.672, 0.470): the 0.95
-target is not met. Muon's step is 3.4% (small) and 6.1% (medium) of ablab-default's step there,
-against 23.5% and 34.2% at 2,048 tokens. The rest of the gap is the architecture: at equal d_ff
-SwiGLU's gate makes ablab-default do 1.18x (small) and 1.24x (medium) the FLOPs per token, so equal
-MFU would give 0.846 and 0.809, and its forward and backward also run at a lower MFU (20.9% vs
-23.5%, 28.6% vs 33.9%). ablab-as-ref / reference: 1.124 and 1.169. This CPU has AMX: Newton-Schulz
-of a 1536 x 384 matrix in bf16 ran 2.5x faster than in fp32 (0.059 vs 0.151 s, one thread), but its
-result differs from fp32's by 2.7% (relative Frobenius norm), far beyond the tolerance the tests hold
-Muon's update to, so Muon keeps fp32 on a CPU. Val loss at equal steps (the small preset on
-tiny-shakespeare, char, 150 steps x 2,048 tokens, seed 0): ablab-default 2.1625, ablab-as-ref 2.4979.
-That whole run took 18 minutes; --sizes small, --modes accumulated or --val-steps 0 shorten it.
-With --swiglu-equal-flops (ablab-default at 2/3 of d_ff: the same FLOPs per token; --modes
-accumulated --rounds 2 --threads 1, the machine idle) ablab-default / ablab-as-ref read 0.835 small
-and 0.831 medium, at MFU 53.0% vs 63.6% and 57.7% vs 69.4%: the remaining gap is RoPE, RMSNorm and
-SwiGLU's three smaller matmuls running at a lower MFU on this CPU.
+On this project's 2-core machine (2026-12-06, idle, --threads 1, --val-steps 0; 3 rounds eager, 2
+with --compile), ablab-default / ablab-as-ref at 16,384 tokens per step:
+  equal d_ff, eager           0.798 small  0.756 medium  (micro-batch mode 0.662, 0.524)
+  equal d_ff, --compile       0.828        0.793
+  --swiglu-equal-flops, eager 0.958        0.908         (micro-batch mode 0.797, 0.663)
+  --swiglu-equal-flops, --compile 0.973    0.935
+At equal d_ff SwiGLU's gate makes ablab-default do 1.18x (small) and 1.24x (medium) the FLOPs per
+token, so equal MFU would give 0.846 and 0.809: 0.95 at the research plan's dims needs SwiGLU's
+smaller matmuls to beat the plain MLP's MFU. At equal FLOPs, small meets the target eagerly; medium is
+short by Muon's step, 6.2% of its step (3.2% small; 21% and 34% in micro-batch mode), whose
+Newton-Schulz is ~130 GFLOP of fp32 matmuls per step. Eager ablab-default runs RMSNorm and the
+rotation through ablab.model.kernels (0.835 and 0.831 at equal FLOPs before them, a loaded machine).
+ablab-as-ref / reference: 1.158 and 1.095 eager, 1.040 and 1.014 compiled. This CPU has AMX:
+Newton-Schulz of a 1536 x 384 matrix in bf16 ran 2.5x faster than in fp32 (0.059 vs 0.151 s, one
+thread), but its result differs from fp32's by 2.7% (relative Frobenius norm), far beyond the
+tolerance the tests hold Muon's update to, so Muon keeps fp32 on a CPU. Val loss at equal steps (the
+small preset on tiny-shakespeare, char, 150 steps x 2,048 tokens, seed 0): ablab-default 2.1625,
+ablab-as-ref 2.4979 (155 s and 85 s of training).
 
 Control: ABLAB_BENCH_NO_TUNING=1 runs ablab's contenders without that process setup. The ratio then
 measured 1.011 in one run and 1.274 in another: without the setup, glibc's adaptive mmap threshold
@@ -48,6 +49,7 @@ two models measured 0.3095 vs 0.3100 s per step: the model code itself adds no o
 
 Run: ABLAB_DATA=... .venv/bin/python benchmarks/throughput.py [--rounds 3] [--steps 3] [--batch 8]
      [--tokens-per-step 16384] [--modes micro-batch,accumulated] [--threads 0] [--val-steps 150]
+     [--swiglu-equal-flops] [--compile]
 """
 
 from __future__ import annotations
@@ -154,10 +156,12 @@ def worker(conn, names: list[str], size: str, args, as_ablab: bool) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = {name: build(name, size, args.vocab, _default_d_ff(size, args)) for name in names}
+    if args.compile:  # each model's forward and backward compiled, the optimizer step left eager
+        models = {name: (torch.compile(model), opt, flops) for name, (model, opt, flops) in models.items()}
     shape = (args.batch, SEQ_LEN)
     batches = [(torch.randint(0, args.vocab, shape), torch.randint(0, args.vocab, shape))
                for _ in range(max(accumulation(size, args), 1))]
-    for model, opt, _ in models.values():  # warm-up: allocator, optimizer state, thread pools
+    for model, opt, _ in models.values():  # warm-up: allocator, optimizer state, thread pools, compilation
         time_steps(model, opt, batches[:1], 2)
     conn.send({name: (sum(p.numel() for p in m.parameters()), flops) for name, (m, _, flops) in models.items()})
     while (request := conn.recv()) is not None:
@@ -200,7 +204,8 @@ def bench(size: str, args, peak: float) -> None:
         conn.send(None)
     print(f"\n{size}: d{SIZES[size][0]} L{SIZES[size][1]} H{SIZES[size][2]} ff{SIZES[size][3]}, "
           f"seq {SEQ_LEN}, micro-batch {args.batch}, vocab {args.vocab}"
-          + (f"; ablab-default at ff{_default_d_ff(size, args)} (--swiglu-equal-flops)" if args.swiglu_equal_flops else ""))
+          + (f"; ablab-default at ff{_default_d_ff(size, args)} (--swiglu-equal-flops)" if args.swiglu_equal_flops else "")
+          + ("; every model under torch.compile (--compile)" if args.compile else ""))
     for mode, (accum, _) in modes.items():
         report(mode, accum, {name: times[mode, name] for name in names}, facts, args, peak)
 
@@ -288,6 +293,8 @@ def main() -> None:
                              "on a machine other work also loads: idle OpenMP threads spin")
     parser.add_argument("--swiglu-equal-flops", action="store_true",
                         help="give ablab-default 2/3 of d_ff, so that SwiGLU costs the plain GPT's FLOPs per token")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile all three models (as train.compile=true does); the first steps compile")
     parser.add_argument("--val-steps", type=int, default=150, help="steps of each val-loss run; 0 = none")
     parser.add_argument("--val-size", default="small")
     parser.add_argument("--val-accum", type=int, default=1, help="micro-batches per step of the val-loss runs")
