@@ -1,9 +1,8 @@
-"""ablab.model.kernels: the eager RMSNorm and rotation give nn.RMSNorm's and the rotary formula's
-results and gradients, and the model trains the same through them."""
+"""ablab.model.kernels: the eager rotation gives the rotary formula's results and gradients, and the
+model trains the same through it."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ablab.config import ModelConfig
 from ablab.model import gpt, kernels
@@ -45,42 +44,8 @@ def test_rotation_equals_the_formula_on_a_strided_input():
     assert ours.grad_fn.name() == "_RotationBackward"  # the fast path, not the formula
 
 
-def test_rmsnorm_backward_is_the_exact_gradient():
-    torch.manual_seed(0)
-    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: kernels._CPURMSNorm.apply(a, b, 1e-6), (x, w))
-
-
-@pytest.mark.parametrize("strided", [False, True])
-def test_rmsnorm_equals_torchs_in_fp32(strided):
-    if not kernels._has_fused_cpu_rms_norm():
-        pytest.skip("this torch has no fused RMSNorm on a CPU; RMSNorm is nn.RMSNorm itself")
-    torch.manual_seed(0)
-    ours, theirs = kernels.RMSNorm(16, eps=1e-6), torch.nn.RMSNorm(16, eps=1e-6)
-    with torch.no_grad():
-        ours.weight.normal_()
-    theirs.load_state_dict(ours.state_dict())
-    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
-    base = torch.randn(4, 9, 2, 16, requires_grad=True)
-    x = base.unbind(2)[1] if strided else base[:, :, 0].contiguous()
-    grad = torch.randn(x.shape)
-    y = ours(x)
-    assert y.grad_fn.name() == "_CPURMSNormBackward"
-    ours_grads = torch.autograd.grad(y, (base, ours.weight), grad)
-    theirs_grads = torch.autograd.grad(theirs(x), (base, theirs.weight), grad)
-    torch.testing.assert_close(y, F.rms_norm(x, (16,), theirs.weight, 1e-6), rtol=0, atol=2e-6)
-    for a, b in zip(ours_grads, theirs_grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_rmsnorm_leaves_other_dtypes_to_torch():
-    norm = kernels.RMSNorm(8).double()
-    assert norm(torch.randn(2, 8, dtype=torch.float64, requires_grad=True)).grad_fn.name() != "_CPURMSNormBackward"
-
-
 @pytest.mark.parametrize("options", [{}, {"qk_norm": True}])
-def test_the_model_gives_the_same_loss_and_gradients_without_the_kernels(options, monkeypatch, one_thread):
+def test_the_model_gives_the_same_loss_and_gradients_through_the_formula(options, monkeypatch, one_thread):
     torch.set_num_threads(1)
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, **options)
     torch.manual_seed(0)
@@ -95,7 +60,6 @@ def test_the_model_gives_the_same_loss_and_gradients_without_the_kernels(options
 
     fast = loss_and_grads()
     monkeypatch.setattr(gpt, "rotate", formula)
-    monkeypatch.setattr(kernels, "_has_fused_cpu_rms_norm", lambda: False)
     plain = loss_and_grads()
     torch.testing.assert_close(fast[0], plain[0], rtol=0, atol=1e-6)
     for a, b in zip(fast[1], plain[1]):

@@ -19,12 +19,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ablab.config import ModelConfig
-from ablab.model.kernels import RMSNorm, rotate
+from ablab.model.kernels import rotate
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
     if kind == "rmsnorm":
-        return RMSNorm(dim, eps=1e-6)
+        return nn.RMSNorm(dim, eps=1e-6)
     if kind == "layernorm":
         return nn.LayerNorm(dim, bias=False)
     return nn.Identity()
@@ -66,8 +66,8 @@ class Attention(nn.Module):
         self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.q_norm = RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if cfg.qk_norm else nn.Identity()
         self.rotary = cfg.positions == "rope"
         self.dropout = cfg.dropout
         # Diagnostics only (ablab.train.diagnostics): attend through an explicit (T x T) softmax and keep
