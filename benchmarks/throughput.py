@@ -32,7 +32,7 @@ At equal d_ff SwiGLU's gate makes ablab-default do 1.18x (small) and 1.24x (medi
 token, so equal MFU would give 0.846 and 0.809: 0.95 at the research plan's dims needs SwiGLU's
 smaller matmuls to beat the plain MLP's MFU. At equal FLOPs, small meets the target eagerly; medium is
 short by Muon's step, 6.2% of its step (3.2% small; 21% and 34% in micro-batch mode), whose
-Newton-Schulz is ~130 GFLOP of fp32 matmuls per step. Eager ablab-default runs RMSNorm and the
+Newton-Schulz is ~130 GFLOP of fp32 matmuls per step. Eager ablab-default runs the
 rotation through ablab.model.kernels; these figures include an RMSNorm fast path since withdrawn (it hid divergence).
 ablab-as-ref / reference: 1.158 and 1.095 eager, 1.040 and 1.014 compiled. This CPU has AMX:
 Newton-Schulz of a 1536 x 384 matrix in bf16 ran 2.5x faster than in fp32 (0.059 vs 0.151 s, one
